@@ -169,7 +169,10 @@ pub trait Adapter: Send + Sync + 'static {
     /// Asks a worker to stop gracefully. The pool then waits for the process to exit, sends
     /// `SIGTERM` to its process group, and after the grace period `SIGKILL`. The default does
     /// nothing, leaving `SIGTERM` as the polite request.
-    fn stop(&self, connection: &Self::Connection) -> impl Future<Output = Result<(), BoxError>> + Send {
+    fn stop(
+        &self,
+        connection: &Self::Connection,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = connection;
         async { Ok(()) }
     }

@@ -390,10 +390,7 @@ impl<C> Dispatcher<C> {
         let waiters = std::mem::take(&mut self.waiters);
         for waiter in waiters {
             match &waiter.target {
-                Target::Worker {
-                    worker: w,
-                    session,
-                } if *w == worker => {
+                Target::Worker { worker: w, session } if *w == worker => {
                     let _ = waiter.reply.send(Err(PoolError::SessionWorkerLost {
                         session: session.clone(),
                         worker,
@@ -403,7 +400,12 @@ impl<C> Dispatcher<C> {
                 _ => self.waiters.push_back(waiter),
             }
         }
-        if self.closed.is_none() && self.slots.iter().all(|s| matches!(s.status, SlotStatus::Stopped(_))) {
+        if self.closed.is_none()
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.status, SlotStatus::Stopped(_)))
+        {
             self.close(PoolError::RestartLimitReached {
                 max_restarts: self.max_restarts,
                 within: self.restart_window,

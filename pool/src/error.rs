@@ -165,7 +165,9 @@ pub enum PoolError {
         exit: WorkerExit,
     },
     /// The worker a session was bound to is gone; its session state went with it.
-    #[error("session `{session}` was bound to {worker}, which {exit}; end the session and start a new one")]
+    #[error(
+        "session `{session}` was bound to {worker}, which {exit}; end the session and start a new one"
+    )]
     SessionWorkerLost {
         /// The session's id.
         session: String,
@@ -184,7 +186,9 @@ pub enum PoolError {
     },
     /// Workers failed more often than the restart-intensity limit allows, so the pool stopped
     /// restarting them and no worker is left to serve.
-    #[error("workers failed more than {max_restarts} times within {within:?}; the pool stopped restarting them (last failure: {last_failure})")]
+    #[error(
+        "workers failed more than {max_restarts} times within {within:?}; the pool stopped restarting them (last failure: {last_failure})"
+    )]
     RestartLimitReached {
         /// The configured restart limit.
         max_restarts: u32,

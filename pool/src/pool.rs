@@ -217,7 +217,11 @@ impl<A: Adapter> Pool<A> {
     }
 
     /// Reserves capacity on the worker of `session` (binding it on first use).
-    pub async fn checkout_in_session(&self, session: &str, affinity: Affinity) -> Result<Checkout<A>> {
+    pub async fn checkout_in_session(
+        &self,
+        session: &str,
+        affinity: Affinity,
+    ) -> Result<Checkout<A>> {
         self.acquire(Some((session, affinity))).await
     }
 

@@ -81,7 +81,11 @@ fn registry_error(path: &Path, source: io::Error) -> PoolError {
 /// Creates `dir` (mode 0700) if needed and checks that it belongs to this user and that nobody
 /// else can write to it.
 fn private_dir(dir: &Path) -> Result<(), PoolError> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(registry_error(dir, e)),

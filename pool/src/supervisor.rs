@@ -35,10 +35,7 @@ pub(crate) async fn supervise_slot<A: Adapter>(shared: Arc<Shared<A>>, slot: usi
             return;
         }
         let decision = {
-            let mut intensity = shared
-                .intensity
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut intensity = shared.intensity.lock().unwrap_or_else(|p| p.into_inner());
             decide(&mut intensity, &mut backoff, uptime, Instant::now())
         };
         match decision {
@@ -221,7 +218,9 @@ mod tests {
     #[test]
     fn backoff_is_immediate_then_doubles_up_to_the_cap() {
         let mut backoff = Backoff::new(&config(100, 60_000));
-        let delays: Vec<_> = (0..7).map(|_| backoff.next_delay(None).as_millis()).collect();
+        let delays: Vec<_> = (0..7)
+            .map(|_| backoff.next_delay(None).as_millis())
+            .collect();
         assert_eq!(delays, [0, 100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -230,7 +229,15 @@ mod tests {
         let mut backoff = Backoff::new(&config(100, 1000));
         backoff.next_delay(None);
         backoff.next_delay(None);
-        assert_eq!(backoff.next_delay(Some(Duration::from_millis(10))).as_millis(), 200);
-        assert_eq!(backoff.next_delay(Some(Duration::from_secs(2))), Duration::ZERO);
+        assert_eq!(
+            backoff
+                .next_delay(Some(Duration::from_millis(10)))
+                .as_millis(),
+            200
+        );
+        assert_eq!(
+            backoff.next_delay(Some(Duration::from_secs(2))),
+            Duration::ZERO
+        );
     }
 }

@@ -110,7 +110,16 @@ async fn run<A: Adapter>(
     drop(process);
     let connection = match connected {
         Ok(connection) => Arc::new(connection),
-        Err(reason) => {
+        Err(mut reason) => {
+            // A connect error is often only the symptom (a closed pipe or socket) of the process
+            // exiting; when it did, its exit status is the better reason.
+            if let StartFailure::Connect(_) = reason {
+                if let Ok(Ok(status)) =
+                    tokio::time::timeout(Duration::from_millis(200), child.wait()).await
+                {
+                    reason = StartFailure::Exited(status);
+                }
+            }
             kill_and_reap(&mut child, pid).await;
             shared.registry.remove_worker(id.slot);
             let stderr_tail = output.finish(Duration::from_millis(500)).await;
@@ -213,7 +222,10 @@ async fn stop_gracefully<A: Adapter>(
     let settle = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
     if tokio::time::timeout_at(settle, child.wait()).await.is_err() {
         process::signal_group(pid, libc::SIGTERM);
-        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(pid, grace = ?shared.config.grace_period, "worker ignored SIGTERM; killing it");
             kill_and_reap(child, pid).await;
         }
@@ -234,7 +246,12 @@ impl OutputCapture {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(keep)));
         let mut readers = Vec::new();
         if let Some(stderr) = child.stderr.take() {
-            readers.push(tokio::spawn(forward(stderr, id, "stderr", Some((tail.clone(), keep)))));
+            readers.push(tokio::spawn(forward(
+                stderr,
+                id,
+                "stderr",
+                Some((tail.clone(), keep)),
+            )));
         }
         if let Some(stdout) = child.stdout.take() {
             readers.push(tokio::spawn(forward(stdout, id, "stdout", None)));
