@@ -83,9 +83,12 @@ async fn main() {
     pool.shutdown().await.expect("shutdown");
 
     for (size, in_flight) in [(1, 1), (4, 1), (4, 16)] {
-        let pool = Pool::start(LineAdapter::new(WORKER), config(size, in_flight, dir.path()))
-            .await
-            .expect("pool starts");
+        let pool = Pool::start(
+            LineAdapter::new(WORKER),
+            config(size, in_flight, dir.path()),
+        )
+        .await
+        .expect("pool starts");
         let requests = 20_000;
         let concurrency = 64;
         let started = Instant::now();

@@ -56,7 +56,8 @@ async fn main() -> Result<(), PoolError> {
             let pool = pool.clone();
             tokio::spawn(async move {
                 let line = format!("echo hello {i}");
-                pool.execute(|c| async move { c.request(&line).await }).await
+                pool.execute(|c| async move { c.request(&line).await })
+                    .await
             })
         })
         .collect();
