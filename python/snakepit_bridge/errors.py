@@ -1,0 +1,52 @@
+"""Exceptions with a wire meaning, and their conversion to ``ErrorInfo``."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+
+class BridgeError(Exception):
+    """An error the bridge reports with its own kind rather than as a Python exception."""
+
+    kind_name = "ERROR_KIND_PYTHON_EXCEPTION"
+
+
+class SessionNotFound(BridgeError):
+    kind_name = "ERROR_KIND_SESSION_NOT_FOUND"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} does not exist on this worker")
+        self.session_id = session_id
+
+
+class NotFound(BridgeError):
+    kind_name = "ERROR_KIND_NOT_FOUND"
+
+
+class InvalidArgument(BridgeError):
+    kind_name = "ERROR_KIND_INVALID_ARGUMENT"
+
+
+class ConstraintViolation(BridgeError):
+    kind_name = "ERROR_KIND_CONSTRAINT_VIOLATION"
+
+
+class AlreadyExists(BridgeError):
+    kind_name = "ERROR_KIND_ALREADY_EXISTS"
+
+
+class CallbackFailed(BridgeError):
+    kind_name = "ERROR_KIND_CALLBACK_FAILED"
+
+
+def error_info(pb2: Any, exc: BaseException) -> Any:
+    """The ``ErrorInfo`` message describing ``exc``."""
+    kind_name = getattr(exc, "kind_name", "ERROR_KIND_PYTHON_EXCEPTION")
+    is_bridge = isinstance(exc, BridgeError)
+    return pb2.ErrorInfo(
+        kind=pb2.ErrorKind.Value(kind_name),
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="" if is_bridge else "".join(traceback.format_exception(exc)),
+    )

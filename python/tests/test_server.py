@@ -1,0 +1,221 @@
+"""The gRPC service end to end, over a real Unix socket."""
+
+import asyncio
+
+from conftest import PB2, run, running_server
+
+from snakepit_bridge.tools import ToolRegistry
+from snakepit_bridge.values import from_proto, to_proto
+
+
+def registry():
+    r = ToolRegistry()
+
+    async def echo(value=None):
+        return value
+
+    def fail(message: str):
+        raise ValueError(message)
+
+    async def count(n: int):
+        for i in range(n):
+            yield i
+
+    async def ask_rust(ctx, name: str, x: int):
+        return await ctx.call_rust(name, x=x)
+
+    for f in (echo, fail, count, ask_rust):
+        r.register(f)
+    return r
+
+
+def args(**kwargs):
+    return to_proto(PB2, kwargs).map
+
+
+def test_ping_names_the_worker():
+    async def scenario():
+        async with running_server() as (stub, _):
+            return await stub.Ping(PB2.PingRequest())
+
+    pong = run(scenario)
+    assert pong.worker_id == "test.0" and pong.run_id == "test-run"
+    assert pong.protocol == "snakepit.bridge.v1"
+
+
+def test_sessions_are_created_read_and_cleaned():
+    async def scenario():
+        async with running_server() as (stub, servicer):
+            created = await stub.InitializeSession(
+                PB2.InitializeSessionRequest(session_id="s", metadata={"k": "v"})
+            )
+            again = await stub.InitializeSession(PB2.InitializeSessionRequest(session_id="s"))
+            got = await stub.GetSession(PB2.SessionRequest(session_id="s"))
+            await stub.CleanupSession(PB2.SessionRequest(session_id="s"))
+            gone = await stub.GetSession(PB2.SessionRequest(session_id="s"))
+            return created, again, got, gone, len(servicer.sessions)
+
+    created, again, got, gone, left = run(scenario)
+    assert created.session.metadata["k"] == "v"
+    assert again.error.kind == PB2.ERROR_KIND_ALREADY_EXISTS
+    assert got.session.session_id == "s"
+    assert gone.error.kind == PB2.ERROR_KIND_SESSION_NOT_FOUND
+    assert left == 0
+
+
+def test_tools_answer_and_exceptions_come_back_structured():
+    async def scenario():
+        async with running_server(registry()) as (stub, _):
+            ok = await stub.ExecuteTool(
+                PB2.ExecuteToolRequest(tool_name="echo", arguments=args(value=[1, "a"]))
+            )
+            bad = await stub.ExecuteTool(
+                PB2.ExecuteToolRequest(tool_name="fail", arguments=args(message="boom"))
+            )
+            missing = await stub.ExecuteTool(PB2.ExecuteToolRequest(tool_name="nope"))
+            return ok, bad, missing
+
+    ok, bad, missing = run(scenario)
+    assert from_proto(PB2, ok.value) == [1, "a"]
+    assert bad.error.kind == PB2.ERROR_KIND_PYTHON_EXCEPTION
+    assert (bad.error.type, bad.error.message) == ("ValueError", "boom")
+    assert 'raise ValueError(message)' in bad.error.traceback
+    assert missing.error.kind == PB2.ERROR_KIND_NOT_FOUND
+
+
+def test_streaming_tools_send_chunks_then_done():
+    async def scenario():
+        async with running_server(registry()) as (stub, _):
+            call = stub.ExecuteStreamingTool(
+                PB2.ExecuteToolRequest(tool_name="count", arguments=args(n=4))
+            )
+            return [m async for m in call]
+
+    messages = run(scenario)
+    assert [from_proto(PB2, m.chunk) for m in messages[:-1]] == [0, 1, 2, 3]
+    assert messages[-1].WhichOneof("kind") == "done"
+
+
+def test_many_calls_are_served_concurrently():
+    async def scenario():
+        r = ToolRegistry()
+
+        async def slow(i: int):
+            await asyncio.sleep(0.2)
+            return i
+
+        r.register(slow)
+        async with running_server(r) as (stub, _):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            replies = await asyncio.gather(
+                *[
+                    stub.ExecuteTool(PB2.ExecuteToolRequest(tool_name="slow", arguments=args(i=i)))
+                    for i in range(20)
+                ]
+            )
+            return [from_proto(PB2, r.value) for r in replies], loop.time() - started
+
+    values, elapsed = run(scenario)
+    assert values == list(range(20))
+    # 20 calls of 200 ms each: served one at a time they would take 4 s.
+    assert elapsed < 2.0
+
+
+def test_a_python_tool_calls_back_a_rust_tool_over_the_callback_stream():
+    async def scenario():
+        async with running_server(registry()) as (stub, _):
+            await stub.InitializeSession(PB2.InitializeSessionRequest(session_id="cb"))
+            outgoing: asyncio.Queue = asyncio.Queue()
+            await outgoing.put(
+                PB2.CallbackClientMessage(open=PB2.CallbackOpen(session_id="cb"))
+            )
+            await outgoing.put(
+                PB2.CallbackClientMessage(
+                    register=PB2.CallbackRegister(tool=PB2.ToolSpec(name="double"))
+                )
+            )
+
+            async def requests():
+                while True:
+                    message = await outgoing.get()
+                    if message is None:
+                        return
+                    yield message
+
+            stream = stub.ToolCallbacks(requests())
+
+            async def serve_rust_side():
+                async for message in stream:
+                    if message.WhichOneof("kind") == "request":
+                        x = from_proto(PB2, PB2.Value(map=message.request.arguments))["x"]
+                        await outgoing.put(
+                            PB2.CallbackClientMessage(
+                                result=PB2.CallbackResult(
+                                    call_id=message.request.call_id, value=to_proto(PB2, x * 2)
+                                )
+                            )
+                        )
+                    elif message.WhichOneof("kind") == "registered":
+                        registered.set()
+
+            registered = asyncio.Event()
+            rust_side = asyncio.create_task(serve_rust_side())
+            await registered.wait()
+            reply = await stub.ExecuteTool(
+                PB2.ExecuteToolRequest(
+                    session_id="cb", tool_name="ask_rust", arguments=args(name="double", x=21)
+                )
+            )
+            unknown = await stub.ExecuteTool(
+                PB2.ExecuteToolRequest(
+                    session_id="cb", tool_name="ask_rust", arguments=args(name="triple", x=1)
+                )
+            )
+            await outgoing.put(None)
+            await rust_side
+            return reply, unknown
+
+    reply, unknown = run(scenario)
+    assert from_proto(PB2, reply.value) == 42
+    assert unknown.error.kind == PB2.ERROR_KIND_NOT_FOUND
+
+
+def test_variables_over_the_wire_with_watch():
+    async def scenario():
+        async with running_server() as (stub, _):
+            await stub.InitializeSession(PB2.InitializeSessionRequest(session_id="v"))
+            reg = await stub.RegisterVariable(
+                PB2.RegisterVariableRequest(
+                    session_id="v",
+                    name="t",
+                    type=PB2.VARIABLE_TYPE_FLOAT,
+                    initial_value=to_proto(PB2, 0.5),
+                    constraints=PB2.Constraints(min=0.0, max=1.0),
+                )
+            )
+            watch = stub.WatchVariables(PB2.WatchVariablesRequest(session_id="v", names=["t"]))
+            seen = []
+
+            async def collect():
+                async for update in watch:
+                    seen.append(from_proto(PB2, update.variable.value))
+                    if len(seen) == 3:
+                        return
+
+            collector = asyncio.create_task(collect())
+            await asyncio.sleep(0.1)
+            for value in (0.1, 0.2, 0.3):
+                await stub.SetVariable(
+                    PB2.SetVariableRequest(session_id="v", name="t", value=to_proto(PB2, value))
+                )
+            bad = await stub.SetVariable(
+                PB2.SetVariableRequest(session_id="v", name="t", value=to_proto(PB2, 2.0))
+            )
+            await asyncio.wait_for(collector, 5)
+            return reg, bad, seen
+
+    reg, bad, seen = run(scenario)
+    assert reg.variable.version == 1
+    assert bad.error.kind == PB2.ERROR_KIND_CONSTRAINT_VIOLATION
+    assert seen == [0.1, 0.2, 0.3]
