@@ -180,6 +180,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
     # -- callbacks (Python -> Rust) ----------------------------------------------------------
 
     async def ToolCallbacks(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        await context.send_initial_metadata(())
         try:
             first = await request_iterator.__anext__()
         except StopAsyncIteration:
@@ -290,6 +291,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         except Exception as exc:
             yield pb2.VariableUpdate(error=_failure(exc))
             return
+        # Headers now, so the client knows the watch is in place before the first change.
+        await context.send_initial_metadata(())
         try:
             if request.include_initial:
                 for variable in store.all():

@@ -1,0 +1,223 @@
+//! `GrpcPythonAdapter`: how snakepit starts a Python worker and gets a gRPC client to it.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use snakepit::{Adapter, BoxError, StartedWorker, WorkerCommand, WorkerContext, WorkerId};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::environment::PythonEnvironment;
+use crate::proto::bridge_service_client::BridgeServiceClient;
+use crate::proto::{PingRequest, PingResponse};
+
+/// The line a worker prints on standard output once it can serve.
+const READY_PREFIX: &str = "SNAKEPIT_READY ";
+
+/// How Rust and the workers talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A Unix domain socket inside a private (0700) directory. The default.
+    #[default]
+    UnixSocket,
+    /// TCP on 127.0.0.1 with a port the worker picks. Only when asked.
+    TcpLoopback,
+}
+
+/// A ready worker: its gRPC client and identity.
+#[derive(Debug, Clone)]
+pub struct WorkerConnection {
+    pub(crate) client: BridgeServiceClient<Channel>,
+    pub(crate) info: PingResponse,
+    pub(crate) address: String,
+}
+
+impl WorkerConnection {
+    /// The address the worker serves on: `unix:/path` or `tcp:127.0.0.1:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+
+    /// The worker's Python version.
+    pub fn python_version(&self) -> &str {
+        &self.info.python_version
+    }
+}
+
+/// Starts `python -m snakepit_bridge.server` workers and connects to them over gRPC.
+#[derive(Debug)]
+pub struct GrpcPythonAdapter {
+    environment: PythonEnvironment,
+    python_path: OsString,
+    imports: Vec<String>,
+    transport: Transport,
+    env: Vec<(String, String)>,
+    call_timeout: Duration,
+    socket_dir: tempfile::TempDir,
+}
+
+impl GrpcPythonAdapter {
+    /// An adapter for workers run by `environment`, importing `imports` at start (modules found on
+    /// the package path or in `python_path`).
+    pub fn new(
+        environment: PythonEnvironment,
+        imports: Vec<String>,
+        python_path: &[PathBuf],
+        transport: Transport,
+        env: Vec<(String, String)>,
+    ) -> std::io::Result<Self> {
+        // Short, private, and ours: Unix socket paths are limited to about 100 bytes.
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let socket_dir = tempfile::Builder::new()
+            .prefix("dspex-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)?;
+        Ok(GrpcPythonAdapter {
+            python_path: environment.python_path(python_path),
+            environment,
+            imports,
+            transport,
+            env,
+            call_timeout: Duration::from_secs(10),
+            socket_dir,
+        })
+    }
+
+    /// The private directory holding the workers' sockets.
+    pub fn socket_dir(&self) -> &Path {
+        self.socket_dir.path()
+    }
+
+    /// The transport the workers use.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    fn socket_path(&self, id: WorkerId) -> PathBuf {
+        self.socket_dir
+            .path()
+            .join(format!("w{}-{}.sock", id.slot, id.generation))
+    }
+}
+
+async fn channel_for(address: &str) -> Result<Channel, BoxError> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        // The URI is not used for a connector-based channel, but must parse.
+        let channel = Endpoint::try_from("http://[::1]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await?;
+        Ok(channel)
+    } else if let Some(host_port) = address.strip_prefix("tcp:") {
+        Ok(Endpoint::try_from(format!("http://{host_port}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?)
+    } else {
+        Err(format!("the worker announced an unknown address {address:?}").into())
+    }
+}
+
+impl Adapter for GrpcPythonAdapter {
+    type Connection = WorkerConnection;
+
+    fn command(&self, ctx: &WorkerContext) -> Result<WorkerCommand, BoxError> {
+        let mut command = WorkerCommand::new(self.environment.python())
+            .args(["-m", "snakepit_bridge.server"])
+            .args(["--run-id", &ctx.run_id])
+            .arg("--worker-id")
+            .arg(format!("{}.{}", ctx.id.slot, ctx.id.generation))
+            .env("PYTHONPATH", &self.python_path)
+            .env("PYTHONUNBUFFERED", "1")
+            .piped_stdout();
+        command = match self.transport {
+            Transport::UnixSocket => {
+                let socket = self.socket_path(ctx.id);
+                let _ = std::fs::remove_file(&socket);
+                command.arg("--socket").arg(socket)
+            }
+            Transport::TcpLoopback => command.args(["--port", "0"]),
+        };
+        for module in &self.imports {
+            command = command.args(["--import", module]);
+        }
+        for (key, value) in &self.env {
+            command = command.env(key, value);
+        }
+        Ok(command)
+    }
+
+    async fn connect(
+        &self,
+        ctx: &WorkerContext,
+        process: &mut StartedWorker,
+    ) -> Result<WorkerConnection, BoxError> {
+        let stdout = process
+            .take_stdout()
+            .ok_or("the worker's stdout was not piped")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            match lines.next_line().await? {
+                Some(line) => match line.strip_prefix(READY_PREFIX) {
+                    Some(address) => break address.trim().to_owned(),
+                    None => {
+                        tracing::info!(target: "snakepit::worker_output", slot = ctx.id.slot, "{line}")
+                    }
+                },
+                None => return Err("the worker exited before it was ready".into()),
+            }
+        };
+        // Keep draining stdout so that a worker that prints never blocks on a full pipe.
+        let slot = ctx.id.slot;
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(target: "snakepit::worker_output", slot, stream = "stdout", "{line}");
+            }
+        });
+        let channel = channel_for(&address).await?;
+        let mut client = BridgeServiceClient::new(channel)
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024);
+        let info = tokio::time::timeout(self.call_timeout, client.ping(PingRequest {}))
+            .await
+            .map_err(|_| "the worker did not answer its first ping")??
+            .into_inner();
+        if info.run_id != ctx.run_id {
+            return Err(format!(
+                "the worker at {address} belongs to run {:?}, not {:?}",
+                info.run_id, ctx.run_id
+            )
+            .into());
+        }
+        Ok(WorkerConnection {
+            client,
+            info,
+            address,
+        })
+    }
+
+    async fn health_check(&self, connection: &WorkerConnection) -> Result<(), BoxError> {
+        let mut client = connection.client.clone();
+        client.ping(PingRequest {}).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! `Bridge`: a pool of Python workers, provisioned and started in one call.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use snakepit::{Affinity, Checkout, Pool, PoolConfig, PoolConfigBuilder, PoolError};
+use tonic::transport::Channel;
+
+use crate::adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
+use crate::environment::{EnvironmentOptions, PythonEnvironment};
+use crate::error::{BridgeError, Result};
+use crate::proto::bridge_service_client::BridgeServiceClient;
+
+/// The gRPC client type of one worker.
+pub(crate) type Client = BridgeServiceClient<Channel>;
+
+/// A running pool of Python workers. A cheap [`Clone`] handle; dropping the last one stops the
+/// workers, [`Bridge::shutdown`] does so and waits.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), snakepit_grpc_bridge::BridgeError> {
+/// use snakepit_grpc_bridge::{Bridge, Value, args};
+/// let bridge = Bridge::builder().workers(2).start().await?;
+/// let session = bridge.create_session().await?;
+/// let echoed = session.call_tool("snakepit.echo", args([("value", 42)])).await?;
+/// assert_eq!(echoed, Value::Int(42));
+/// bridge.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Bridge {
+    pub(crate) pool: Pool<GrpcPythonAdapter>,
+    pub(crate) inner: Arc<BridgeInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BridgeInner {
+    next_session: AtomicU64,
+    crash_grace: Duration,
+}
+
+/// Configures and starts a [`Bridge`].
+#[derive(Debug, Clone)]
+pub struct BridgeBuilder {
+    pool: PoolConfigBuilder,
+    environment: EnvironmentOptions,
+    imports: Vec<String>,
+    python_path: Vec<PathBuf>,
+    transport: Transport,
+    env: Vec<(String, String)>,
+}
+
+impl Default for BridgeBuilder {
+    fn default() -> Self {
+        BridgeBuilder {
+            // Python workers are asyncio servers: many requests in flight each.
+            pool: PoolConfig::builder()
+                .size(2)
+                .max_in_flight_per_worker(64)
+                .startup_timeout(Duration::from_secs(60)),
+            environment: EnvironmentOptions::default(),
+            imports: Vec::new(),
+            python_path: Vec::new(),
+            transport: Transport::default(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl BridgeBuilder {
+    /// Number of Python workers. Default: 2.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.pool = self.pool.size(n);
+        self
+    }
+
+    /// Changes the pool configuration (timeouts, in-flight limit, restarts, ...).
+    pub fn pool(mut self, configure: impl FnOnce(PoolConfigBuilder) -> PoolConfigBuilder) -> Self {
+        self.pool = configure(self.pool);
+        self
+    }
+
+    /// Runs workers with this interpreter instead of the managed environment (it must have the
+    /// packages of `python/requirements.lock`). `DSPEX_PYTHON` does the same.
+    pub fn python(mut self, interpreter: impl Into<PathBuf>) -> Self {
+        self.environment.python = Some(interpreter.into());
+        self
+    }
+
+    /// Where the managed environment and worker files are cached.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.environment.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// A Python module every worker imports at start, e.g. one that registers `@tool` functions.
+    pub fn import(mut self, module: impl Into<String>) -> Self {
+        self.imports.push(module.into());
+        self
+    }
+
+    /// A directory added to the workers' `PYTHONPATH`.
+    pub fn python_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.python_path.push(dir.into());
+        self
+    }
+
+    /// How Rust talks to the workers. Default: Unix sockets in a private directory.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// An environment variable for every worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Provisions the Python environment if needed (visible progress on standard error), then
+    /// starts the workers and waits until all are ready.
+    pub async fn start(self) -> Result<Bridge> {
+        let config = self.pool.build()?;
+        let options = self.environment.clone();
+        let environment = tokio::task::spawn_blocking(move || PythonEnvironment::resolve(&options))
+            .await
+            .map_err(|e| BridgeError::Protocol(format!("the provisioning task failed: {e}")))??;
+        let adapter = GrpcPythonAdapter::new(
+            environment,
+            self.imports,
+            &self.python_path,
+            self.transport,
+            self.env,
+        )
+        .map_err(|e| BridgeError::Protocol(format!("cannot create the socket directory: {e}")))?;
+        let pool = Pool::start(adapter, config).await?;
+        Ok(Bridge {
+            pool,
+            inner: Arc::new(BridgeInner {
+                next_session: AtomicU64::new(0),
+                crash_grace: Duration::from_millis(500),
+            }),
+        })
+    }
+}
+
+impl Bridge {
+    /// A builder with the defaults.
+    pub fn builder() -> BridgeBuilder {
+        BridgeBuilder::default()
+    }
+
+    /// The underlying process pool (stats, workers, sessions).
+    pub fn pool(&self) -> &Pool<GrpcPythonAdapter> {
+        &self.pool
+    }
+
+    /// Stops every worker and waits until they are gone.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.pool.shutdown().await?;
+        Ok(())
+    }
+
+    pub(crate) fn new_session_id(&self) -> String {
+        let n = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{}-s{n}", self.pool.run_id())
+    }
+
+    pub(crate) async fn checkout(
+        &self,
+        session: Option<&str>,
+    ) -> Result<Checkout<GrpcPythonAdapter>> {
+        Ok(match session {
+            Some(session) => {
+                self.pool
+                    .checkout_in_session(session, Affinity::Strict)
+                    .await?
+            }
+            None => self.pool.checkout().await?,
+        })
+    }
+
+    /// Runs one RPC on the session's worker (or any worker), turning a transport failure on a
+    /// worker that died into [`PoolError::WorkerCrashed`].
+    pub(crate) async fn call<T, F, Fut>(&self, session: Option<&str>, rpc: F) -> Result<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let checkout = self.checkout(session).await?;
+        let client = checkout.connection().client.clone();
+        match checkout.run(rpc(client)).await? {
+            Ok(value) => Ok(value),
+            Err(status) => Err(self.failure(&checkout, status).await),
+        }
+    }
+
+    pub(crate) async fn failure(
+        &self,
+        checkout: &Checkout<GrpcPythonAdapter>,
+        status: tonic::Status,
+    ) -> BridgeError {
+        match checkout.exit_within(self.inner.crash_grace).await {
+            Some(exit) => PoolError::WorkerCrashed {
+                worker: checkout.worker(),
+                exit,
+            }
+            .into(),
+            None => BridgeError::Transport {
+                worker: checkout.worker(),
+                status: Box::new(status),
+            },
+        }
+    }
+
+    /// The connection of the worker that serves `session`, for long-lived streams that should not
+    /// hold a request slot.
+    pub(crate) async fn connection(&self, session: &str) -> Result<WorkerConnection> {
+        let checkout = self.checkout(Some(session)).await?;
+        Ok(checkout.connection().clone())
+    }
+}

@@ -1,0 +1,3 @@
+//! The worker package, the pinned requirements and the `.proto`, embedded at build time.
+
+include!(concat!(env!("OUT_DIR"), "/embedded_python.rs"));

@@ -1,0 +1,102 @@
+//! The bridge's error type.
+
+use std::fmt;
+
+use snakepit::{PoolError, WorkerId};
+
+use crate::environment::EnvironmentError;
+
+/// An exception raised by Python code in a worker, as it happened there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonError {
+    /// The exception's class name, e.g. `ValueError`.
+    pub exception_type: String,
+    /// The exception's message.
+    pub message: String,
+    /// The formatted Python traceback.
+    pub traceback: String,
+}
+
+impl fmt::Display for PythonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.exception_type, self.message)
+    }
+}
+
+/// Everything that can go wrong on the bridge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The pool could not run the request (queue full, timeout, worker crashed, ...).
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The Python environment could not be found or provisioned.
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+    /// Python code raised an exception.
+    #[error("Python raised {0}")]
+    Python(PythonError),
+    /// The session does not exist on its worker (cleaned up or expired).
+    #[error("{message}")]
+    SessionNotFound {
+        /// The worker's message.
+        message: String,
+    },
+    /// No tool, variable or object has that name.
+    #[error("{message}")]
+    NotFound {
+        /// The worker's message.
+        message: String,
+    },
+    /// The request was malformed: wrong argument names or types, a bad value.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// The worker's message.
+        message: String,
+    },
+    /// A variable value broke its type or constraints.
+    #[error("constraint violation: {message}")]
+    ConstraintViolation {
+        /// The worker's message.
+        message: String,
+    },
+    /// Something already exists under that name.
+    #[error("{message}")]
+    AlreadyExists {
+        /// The worker's message.
+        message: String,
+    },
+    /// A Rust tool called from Python failed, or the callback channel is gone.
+    #[error("callback failed: {message}")]
+    CallbackFailed {
+        /// What went wrong.
+        message: String,
+    },
+    /// A value cannot cross the wire (or came back malformed).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// The gRPC call failed while the worker stayed alive.
+    #[error("gRPC call to {worker} failed: {status}")]
+    Transport {
+        /// The worker called.
+        worker: WorkerId,
+        /// What gRPC reported.
+        status: Box<tonic::Status>,
+    },
+    /// The worker answered something the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl BridgeError {
+    /// The Python exception, if this error is one.
+    pub fn python(&self) -> Option<&PythonError> {
+        match self {
+            BridgeError::Python(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The bridge's `Result`.
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;

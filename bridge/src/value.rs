@@ -1,0 +1,299 @@
+//! Values that cross the bridge: what tool arguments, results and variables are made of.
+
+use indexmap::IndexMap;
+
+/// A map with string keys that keeps insertion order (as Python's `dict` does).
+pub type Map = IndexMap<String, Value>;
+
+/// A typed value, mirroring the wire's `Value` message and Python's types.
+///
+/// ```
+/// use snakepit_grpc_bridge::Value;
+/// let v = Value::from(vec![Value::from(1), Value::from("two"), Value::Null]);
+/// assert_eq!(v.as_list().map(|l| l.len()), Some(3));
+/// assert_eq!(Value::from(2.5).as_f64(), Some(2.5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// Python `None`.
+    #[default]
+    Null,
+    /// Python `bool`.
+    Bool(bool),
+    /// Python `int` within 64 bits.
+    Int(i64),
+    /// Python `float`.
+    Float(f64),
+    /// Python `str`.
+    String(String),
+    /// Python `bytes`.
+    Bytes(Vec<u8>),
+    /// Python `list` (or `tuple`).
+    List(Vec<Value>),
+    /// Python `dict` with string keys.
+    Map(Map),
+    /// An n-dimensional array (numpy in Python).
+    Tensor(Tensor),
+}
+
+impl Value {
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The number as a float, if this is a float or an integer.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// The text, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The items, if this is a list.
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The entries, if this is a map.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Value::Map(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// The tensor, if this is one.
+    pub fn as_tensor(&self) -> Option<&Tensor> {
+        match self {
+            Value::Tensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A `Bytes` value (there is no `From<Vec<u8>>`, which would be ambiguous with lists).
+    pub fn bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Value::Bytes(bytes.into())
+    }
+
+    /// The name of this value's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::String(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+}
+
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self { Value::Int(i64::from(v)) }
+        }
+    )*};
+}
+from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Float(f64::from(v))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::String(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::String(v)
+    }
+}
+impl From<Tensor> for Value {
+    fn from(v: Tensor) -> Self {
+        Value::Tensor(v)
+    }
+}
+impl From<Map> for Value {
+    fn from(v: Map) -> Self {
+        Value::Map(v)
+    }
+}
+impl<T: Into<Value>> From<Vec<T>> for Value {
+    fn from(v: Vec<T>) -> Self {
+        Value::List(v.into_iter().map(Into::into).collect())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Builds argument maps: `args([("a", Value::from(1))])`, or from any iterator of pairs.
+pub fn args<K, V, I>(pairs: I) -> Map
+where
+    K: Into<String>,
+    V: Into<Value>,
+    I: IntoIterator<Item = (K, V)>,
+{
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}
+
+/// The element type of a [`Tensor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// 8-bit unsigned integer.
+    U8,
+    /// Boolean, one byte each.
+    Bool,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::U8 | DType::Bool => 1,
+        }
+    }
+}
+
+/// An n-dimensional array: little-endian, row-major bytes.
+///
+/// ```
+/// use snakepit_grpc_bridge::Tensor;
+/// let t = Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0])?;
+/// assert_eq!(t.to_f32(), Some(vec![1.0, 2.0, 3.0, 4.0]));
+/// # Ok::<(), snakepit_grpc_bridge::BridgeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<u64>,
+    data: Vec<u8>,
+}
+
+impl Tensor {
+    /// A tensor from raw little-endian bytes; checks that their length fits the shape.
+    pub fn new(dtype: DType, shape: Vec<u64>, data: Vec<u8>) -> Result<Self, crate::BridgeError> {
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| n.checked_mul(dtype.size()));
+        if elements != Some(data.len()) {
+            return Err(crate::BridgeError::InvalidValue(format!(
+                "a {dtype:?} tensor of shape {shape:?} needs {} bytes, got {}",
+                elements.map_or("too many".to_owned(), |n| n.to_string()),
+                data.len()
+            )));
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// A float32 tensor.
+    pub fn from_f32(shape: Vec<u64>, values: &[f32]) -> Result<Self, crate::BridgeError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(DType::F32, shape, data)
+    }
+
+    /// A float64 tensor.
+    pub fn from_f64(shape: Vec<u64>, values: &[f64]) -> Result<Self, crate::BridgeError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(DType::F64, shape, data)
+    }
+
+    /// The elements as `f32`, if the dtype is float32.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.dtype == DType::F32).then(|| {
+            self.data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        })
+    }
+
+    /// The elements as `f64`, if the dtype is float64.
+    pub fn to_f64(&self) -> Option<Vec<f64>> {
+        (self.dtype == DType::F64).then(|| {
+            self.data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()
+        })
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    /// The raw little-endian bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
