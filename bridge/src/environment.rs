@@ -86,6 +86,20 @@ pub struct EnvironmentOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl EnvironmentOptions {
+    /// Uses this interpreter as it is.
+    pub fn python(mut self, interpreter: impl Into<PathBuf>) -> Self {
+        self.python = Some(interpreter.into());
+        self
+    }
+
+    /// Caches the environment under `dir`.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+}
+
 /// A ready Python environment: the interpreter and the materialised worker package.
 #[derive(Debug, Clone)]
 pub struct PythonEnvironment {

@@ -330,10 +330,10 @@ impl<A: Adapter> Pool<A> {
         lock(&self.shared.dispatcher).close(PoolError::ShuttingDown);
         let tasks = std::mem::take(&mut *self.shared.tasks.lock().expect("tasks lock"));
         for task in tasks {
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    tracing::error!(run_id = %self.shared.run_id, "a supervisor task panicked");
-                }
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(run_id = %self.shared.run_id, "a supervisor task panicked");
             }
         }
         for pgid in self.shared.registry.worker_groups().into_values() {

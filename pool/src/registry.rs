@@ -56,10 +56,10 @@ pub struct OrphanReport {
 /// The directory for the registry when none is configured: `$XDG_RUNTIME_DIR/snakepit` if that
 /// variable names a directory, else `<temp dir>/snakepit-<uid>`.
 pub fn default_runtime_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if dir.is_dir() {
-            return dir.join("snakepit");
-        }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && dir.is_dir()
+    {
+        return dir.join("snakepit");
     }
     let uid = current_uid();
     std::env::temp_dir().join(format!("snakepit-{uid}"))

@@ -113,12 +113,11 @@ async fn run<A: Adapter>(
         Err(mut reason) => {
             // A connect error is often only the symptom (a closed pipe or socket) of the process
             // exiting; when it did, its exit status is the better reason.
-            if let StartFailure::Connect(_) = reason {
-                if let Ok(Ok(status)) =
+            if let StartFailure::Connect(_) = reason
+                && let Ok(Ok(status)) =
                     tokio::time::timeout(Duration::from_millis(200), child.wait()).await
-                {
-                    reason = StartFailure::Exited(status);
-                }
+            {
+                reason = StartFailure::Exited(status);
             }
             kill_and_reap(&mut child, pid).await;
             shared.registry.remove_worker(id.slot);

@@ -173,10 +173,10 @@ impl Drop for Session {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        if let Ok(mut guard) = self.callbacks.try_lock() {
-            if let Some(link) = guard.take() {
-                link.close();
-            }
+        if let Ok(mut guard) = self.callbacks.try_lock()
+            && let Some(link) = guard.take()
+        {
+            link.close();
         }
         let (bridge, id) = (self.bridge.clone(), self.id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -1,0 +1,248 @@
+//! Worker lifecycle through the bridge: crashes, the private transport, start-up failures, and the
+//! managed environment from a cold cache.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{builder, run};
+use snakepit::PoolError;
+use snakepit_grpc_bridge::environment::{EnvironmentError, EnvironmentOptions, PythonEnvironment};
+use snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport, Value, args};
+
+#[test]
+fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
+    run(async {
+        let bridge = builder().workers(2).start().await.unwrap();
+        let session = bridge.create_session().await.unwrap();
+        let info = session.call_tool("whoami", Map::new()).await.unwrap();
+        let pid = info.as_map().unwrap()["pid"].as_i64().unwrap();
+        let call = tokio::spawn(async move {
+            let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
+            (outcome, session)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        let (outcome, session) = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call returns, it does not hang")
+            .unwrap();
+        match outcome {
+            Err(BridgeError::Pool(PoolError::WorkerCrashed { exit, .. })) => {
+                assert_eq!(exit.signal(), Some(libc::SIGKILL), "{exit}")
+            }
+            other => panic!("expected WorkerCrashed, got {other:?}"),
+        }
+        bridge.pool().await_ready().await.unwrap();
+        assert_eq!(bridge.pool().stats().restarts, 1);
+        // The session's state died with its worker: it is told so, not moved.
+        let lost = session.call_tool("whoami", Map::new()).await.unwrap_err();
+        assert!(
+            matches!(lost, BridgeError::Pool(PoolError::SessionWorkerLost { .. })),
+            "{lost:?}"
+        );
+        session.close().await.unwrap();
+        let fresh = bridge.create_session().await.unwrap();
+        assert_eq!(
+            fresh.call_tool("add", args([("a", 41)])).await.unwrap(),
+            Value::Int(42)
+        );
+        bridge.shutdown().await.unwrap();
+    })
+}
+
+/// Inodes of the sockets process `pid` has open.
+fn socket_inodes(pid: u32) -> HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Inodes of all TCP sockets in LISTEN state.
+fn listening_tcp_inodes() -> HashSet<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<_> = line.split_whitespace().collect();
+                    (fields.get(3) == Some(&"0A")).then(|| fields[9].to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn workers_listen_on_unix_sockets_in_a_private_directory_and_never_on_tcp() {
+    run(async {
+        let bridge = builder().workers(2).start().await.unwrap();
+        let dir = bridge.pool().adapter().socket_dir().to_owned();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "socket directory {}", dir.display());
+        let sockets: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(sockets.len(), 2, "one socket per worker");
+        let listening = listening_tcp_inodes();
+        for worker in bridge.pool().workers() {
+            let pid = worker.pid.unwrap();
+            let open = socket_inodes(pid);
+            assert!(!open.is_empty());
+            assert!(open.is_disjoint(&listening), "worker {pid} listens on TCP");
+        }
+        bridge.shutdown().await.unwrap();
+    })
+}
+
+#[test]
+fn tcp_loopback_is_used_only_when_asked() {
+    run(async {
+        let bridge = builder()
+            .workers(1)
+            .transport(Transport::TcpLoopback)
+            .start()
+            .await
+            .unwrap();
+        let address = bridge
+            .pool()
+            .execute(|c| async move { c.address().to_owned() })
+            .await
+            .unwrap();
+        assert!(address.starts_with("tcp:127.0.0.1:"), "{address}");
+        assert_eq!(
+            bridge
+                .call_tool("add", args([("a", 1), ("b", 2)]))
+                .await
+                .unwrap(),
+            Value::Int(3)
+        );
+        bridge.shutdown().await.unwrap();
+    })
+}
+
+#[test]
+fn a_worker_that_cannot_import_its_tools_fails_the_start_with_its_stderr() {
+    run(async {
+        let err = builder()
+            .workers(1)
+            .import("module_that_does_not_exist")
+            .pool(|p| p.max_restarts(0))
+            .start()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, BridgeError::Pool(PoolError::StartupFailed { .. })),
+            "{err:?}"
+        );
+        assert!(text.contains("ModuleNotFoundError"), "{text}");
+        assert!(text.contains("module_that_does_not_exist"), "{text}");
+    })
+}
+
+#[test]
+fn a_missing_or_old_interpreter_is_a_clear_error() {
+    run(async {
+        let err = Bridge::builder()
+            .python("/nonexistent/python3")
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BridgeError::Environment(EnvironmentError::PythonNotFound { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("DSPEX_PYTHON"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("python");
+        std::fs::write(&old, "#!/bin/sh\necho 3 8 3.8.10\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = Bridge::builder().python(&old).start().await.unwrap_err();
+        match err {
+            BridgeError::Environment(EnvironmentError::PythonTooOld { found, .. }) => {
+                assert_eq!(found, "3.8.10")
+            }
+            other => panic!("expected PythonTooOld, got {other:?}"),
+        }
+    })
+}
+
+#[test]
+fn the_managed_environment_is_built_once_from_a_cold_cache_even_when_raced_and_rebuilt_when_broken()
+{
+    let cache = tempfile::tempdir().unwrap();
+    let options = EnvironmentOptions::default().cache_dir(cache.path());
+    // Two processes' worth of racing: both resolve at once; the lock makes one build, one wait.
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let options = options.clone();
+            std::thread::spawn(move || PythonEnvironment::resolve(&options).unwrap())
+        })
+        .collect();
+    let envs: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(envs[0].python(), envs[1].python());
+    assert!(envs[0].is_managed());
+    let marker = envs[0]
+        .python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(".dspex-ready");
+    let built = std::fs::metadata(&marker).unwrap().modified().unwrap();
+
+    run(async {
+        let bridge = Bridge::builder()
+            .cache_dir(cache.path())
+            .workers(2)
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            bridge
+                .call_tool("snakepit.echo", args([("value", "warm")]))
+                .await
+                .unwrap(),
+            Value::from("warm")
+        );
+        bridge.shutdown().await.unwrap();
+    });
+    let again = PythonEnvironment::resolve(&options).unwrap();
+    assert_eq!(again.python(), envs[0].python());
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        built,
+        "reused, not rebuilt"
+    );
+
+    // An interrupted creation (no ready marker, half the files) is removed and rebuilt.
+    let venv = marker.parent().unwrap().to_owned();
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_dir_all(venv.join("lib")).unwrap();
+    let rebuilt = PythonEnvironment::resolve(&options).unwrap();
+    assert!(marker.exists());
+    let status = std::process::Command::new(rebuilt.python())
+        .args(["-c", "import dspy, grpc"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
