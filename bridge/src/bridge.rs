@@ -42,6 +42,26 @@ pub(crate) struct BridgeInner {
     crash_grace: Duration,
 }
 
+/// What a worker says about itself, from [`Bridge::ping`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerIdentity {
+    /// `slot.generation` of the worker in the pool.
+    pub worker_id: String,
+    /// The pool run it belongs to.
+    pub run_id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its Python version, e.g. `3.11.7`.
+    pub python_version: String,
+    /// The version of its `snakepit_bridge` package.
+    pub package_version: String,
+    /// The protocol it speaks, `snakepit.bridge.v1`.
+    pub protocol: String,
+    /// How many sessions it holds.
+    pub sessions: u32,
+}
+
 /// Configures and starts a [`Bridge`].
 #[derive(Debug, Clone)]
 pub struct BridgeBuilder {
@@ -156,6 +176,25 @@ impl Bridge {
     /// The underlying process pool (stats, workers, sessions).
     pub fn pool(&self) -> &Pool<GrpcPythonAdapter> {
         &self.pool
+    }
+
+    /// Pings the least-loaded worker: who it is and which versions it runs.
+    pub async fn ping(&self) -> Result<WorkerIdentity> {
+        let pong = self
+            .call(None, |mut c| async move {
+                c.ping(crate::proto::PingRequest {}).await
+            })
+            .await?
+            .into_inner();
+        Ok(WorkerIdentity {
+            worker_id: pong.worker_id,
+            run_id: pong.run_id,
+            pid: pong.pid,
+            python_version: pong.python_version,
+            package_version: pong.package_version,
+            protocol: pong.protocol,
+            sessions: pong.sessions,
+        })
     }
 
     /// Stops every worker and waits until they are gone.

@@ -43,6 +43,6 @@ mod proto {
 }
 
 pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
-pub use bridge::{Bridge, BridgeBuilder};
+pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
 pub use value::{DType, Map, Tensor, Value, args};

@@ -14,6 +14,19 @@ use snakepit_grpc_bridge::{BridgeError, Map, Tensor, Value, args};
 fn workers_answer_with_their_identity_and_tools() {
     run(async {
         let bridge = shared().await;
+        let me = bridge.ping().await.unwrap();
+        assert_eq!(me.run_id, bridge.pool().run_id());
+        assert_eq!(me.protocol, "snakepit.bridge.v1");
+        assert_eq!(me.package_version, "0.1.0");
+        assert!(me.python_version.starts_with("3."), "{}", me.python_version);
+        let pids: Vec<_> = bridge
+            .pool()
+            .workers()
+            .iter()
+            .map(|w| w.pid.unwrap())
+            .collect();
+        assert!(pids.contains(&me.pid));
+        assert!(me.worker_id.ends_with(".0"), "{}", me.worker_id);
         let tools = bridge.list_tools().await.unwrap();
         let names: Vec<_> = tools.iter().map(|t| t.name.as_str()).collect();
         for expected in [

@@ -82,3 +82,14 @@ def test_watchers_see_every_change_of_what_they_watch():
     seen_a, seen_all = asyncio.run(scenario())
     assert seen_a == [1, 2, 3]
     assert seen_all == [("a", 1), ("a", 2), ("a", 3), ("b", 10)]
+
+
+def test_idle_sessions_expire_after_their_ttl():
+    from snakepit_bridge.sessions import SessionStore
+
+    store = SessionStore()
+    short = store.create("short", 10, {})
+    store.create("long", 1000, {})
+    expired = store.prune(now=short.last_used_at + 11)
+    assert expired == ["short"]
+    assert len(store) == 1
