@@ -134,6 +134,13 @@ impl BridgeBuilder {
         self
     }
 
+    /// The LM every worker's DSPy calls use unless an instance or a call says otherwise.
+    pub fn lm(mut self, lm: crate::api::dspy::Lm) -> Self {
+        self.env.retain(|(k, _)| k != "SNAKEPIT_DSPY_LM");
+        self.env.push(("SNAKEPIT_DSPY_LM".into(), lm.to_env()));
+        self
+    }
+
     /// An environment variable for every worker.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));

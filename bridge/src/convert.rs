@@ -19,6 +19,10 @@ impl From<&Value> for pb::Value {
                 items: items.iter().map(Into::into).collect(),
             }),
             Value::Map(map) => Kind::Map(map_to_proto(map)),
+            Value::Object(o) => Kind::Object(pb::ObjectRef {
+                id: o.id.clone(),
+                type_name: o.type_name.clone(),
+            }),
             Value::Tensor(t) => Kind::Tensor(pb::Tensor {
                 dtype: dtype_to_proto(t.dtype()) as i32,
                 shape: t.shape().to_vec(),
@@ -71,6 +75,10 @@ impl TryFrom<pb::Value> for Value {
                     .collect::<Result<_, _>>()?,
             ),
             Some(Kind::Map(map)) => Value::Map(map_from_proto(map)?),
+            Some(Kind::Object(o)) => Value::Object(crate::value::ObjectRef {
+                id: o.id,
+                type_name: o.type_name,
+            }),
             Some(Kind::Tensor(t)) => {
                 let dtype = match pb::DType::try_from(t.dtype) {
                     Ok(pb::DType::DtypeFloat32) => DType::F32,
@@ -134,6 +142,11 @@ impl From<pb::ErrorInfo> for BridgeError {
             K::ConstraintViolation => BridgeError::ConstraintViolation { message },
             K::AlreadyExists => BridgeError::AlreadyExists { message },
             K::CallbackFailed => BridgeError::CallbackFailed { message },
+            K::ParseFailed => BridgeError::ParseFailed {
+                field: info.field,
+                raw_output: info.raw_output,
+                message,
+            },
         }
     }
 }

@@ -72,6 +72,16 @@ pub enum BridgeError {
         /// What went wrong.
         message: String,
     },
+    /// The LM answered something that does not fit the signature.
+    #[error("{message}; the LM answered:\n{raw_output}")]
+    ParseFailed {
+        /// The output field that did not parse (empty when unknown).
+        field: String,
+        /// The LM's raw completion.
+        raw_output: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A value cannot cross the wire (or came back malformed).
     #[error("invalid value: {0}")]
     InvalidValue(String),

@@ -9,6 +9,7 @@
 //! - [`api::sessions`]: state kept in one worker.
 //! - [`api::tools`]: call Python tools (plain or streaming); register Rust tools Python calls back.
 //! - [`api::variables`]: typed variables with constraints, and watches.
+//! - [`api::dspy`]: DSPy signatures, LMs, modules and typed predictions.
 //! - [`Value`]: what crosses the wire, typed (no JSON in strings).
 //!
 //! ```no_run
@@ -45,4 +46,4 @@ mod proto {
 pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
-pub use value::{DType, Map, Tensor, Value, args};
+pub use value::{DType, Map, ObjectRef, Tensor, Value, args};

@@ -34,6 +34,18 @@ pub enum Value {
     Map(Map),
     /// An n-dimensional array (numpy in Python).
     Tensor(Tensor),
+    /// A Python object that stays in a session's worker; pass it back to refer to it.
+    Object(ObjectRef),
+}
+
+/// A handle to a Python object kept in a session (a module instance, or a result that is not
+/// plain data).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// The object's id in its session.
+    pub id: String,
+    /// Its Python class, e.g. `dspy.predict.predict.Predict`.
+    pub type_name: String,
 }
 
 impl Value {
@@ -94,6 +106,14 @@ impl Value {
         }
     }
 
+    /// The object handle, if this is one.
+    pub fn as_object(&self) -> Option<&ObjectRef> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// Whether this is `Null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -116,6 +136,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Map(_) => "map",
             Value::Tensor(_) => "tensor",
+            Value::Object(_) => "object",
         }
     }
 }
@@ -157,6 +178,11 @@ impl From<String> for Value {
 impl From<Tensor> for Value {
     fn from(v: Tensor) -> Self {
         Value::Tensor(v)
+    }
+}
+impl From<ObjectRef> for Value {
+    fn from(v: ObjectRef) -> Self {
+        Value::Object(v)
     }
 }
 impl From<Map> for Value {

@@ -49,4 +49,6 @@ def error_info(pb2: Any, exc: BaseException) -> Any:
         type=type(exc).__name__,
         message=str(exc),
         traceback="" if is_bridge else "".join(traceback.format_exception(exc)),
+        field=getattr(exc, "field", "") or "",
+        raw_output=getattr(exc, "raw_output", "") or "",
     )

@@ -23,6 +23,15 @@ class Session:
     variables: VariableStore = field(default_factory=VariableStore)
     callbacks: CallbackChannel | None = None
     objects: dict[str, Any] = field(default_factory=dict)
+    instance_lms: dict[str, Any] = field(default_factory=dict)
+    next_object: int = 0
+
+    def keep(self, obj: Any) -> str:
+        """Stores an object in the session and returns its id."""
+        self.next_object += 1
+        object_id = f"obj-{self.next_object}"
+        self.objects[object_id] = obj
+        return object_id
 
     def touch(self) -> None:
         self.last_used_at = time.time()

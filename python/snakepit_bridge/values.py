@@ -57,6 +57,14 @@ class Tensor:
         return cls(name, tuple(int(d) for d in array.shape), little.tobytes())
 
 
+@dataclass(frozen=True)
+class ObjectHandle:
+    """A reference to a Python object kept in a session."""
+
+    id: str
+    type_name: str = ""
+
+
 def to_proto(pb2: Any, value: Any) -> Any:
     """The ``Value`` message for a Python value. Raises ``InvalidArgument`` for what cannot cross."""
     msg = pb2.Value()
@@ -83,6 +91,9 @@ def to_proto(pb2: Any, value: Any) -> Any:
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
             msg.map.entries.add(key=key, value=to_proto(pb2, item))
+    elif isinstance(value, ObjectHandle):
+        msg.object.id = value.id
+        msg.object.type_name = value.type_name
     elif isinstance(value, Tensor):
         msg.tensor.dtype = pb2.DType.Value(_DTYPES[value.dtype][1])
         msg.tensor.shape.extend(value.shape)
@@ -102,7 +113,7 @@ def _to_proto_extra(pb2: Any, value: Any) -> Any:
             return to_proto(pb2, Tensor.from_numpy(value))
         if isinstance(value, np.generic):
             return to_proto(pb2, value.item())
-    if hasattr(value, "model_dump"):
+    if hasattr(value, "model_dump") and not isinstance(value, type):
         return to_proto(pb2, value.model_dump(mode="json"))
     raise InvalidArgument(f"values of type {type(value).__name__} cannot cross the bridge")
 
@@ -121,6 +132,8 @@ def from_proto(pb2: Any, msg: Any, numpy_tensors: bool = False) -> Any:
                 raise InvalidArgument(f"duplicate map key {entry.key!r}")
             out[entry.key] = from_proto(pb2, entry.value, numpy_tensors)
         return out
+    if kind == "object":
+        return ObjectHandle(msg.object.id, msg.object.type_name)
     if kind == "tensor":
         name = pb2.DType.Name(msg.tensor.dtype)
         dtype = next((d for d, (_, enum) in _DTYPES.items() if enum == name), None)

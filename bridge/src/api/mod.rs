@@ -4,6 +4,7 @@
 //! [`Bridge::create_session`](crate::Bridge::create_session): its requests all run on one worker,
 //! where its state lives.
 
+pub mod dspy;
 pub mod sessions;
 pub mod tools;
 pub mod variables;

@@ -238,7 +238,7 @@ fn callback_error(message: String) -> pb::ErrorInfo {
         kind: pb::ErrorKind::CallbackFailed as i32,
         r#type: "RustToolError".into(),
         message,
-        traceback: String::new(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,476 @@
+"""DSPy behind the bridge: signatures from specs, LMs, module instances, calls, batches.
+
+DSPy is imported on first use, so a worker that only runs tools starts without it. Nothing here
+calls ``dspy.configure``: every call runs inside ``dspy.context(lm=..., adapter=...)`` with a copy of
+its LM, so calls in flight never see each other's settings or history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from snakepit_bridge.errors import BridgeError, InvalidArgument, NotFound
+
+DEFAULT_BATCH_CONCURRENCY = 16
+_SECTION = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+class ParseFailed(BridgeError):
+    """The LM answered something that does not fit the signature."""
+
+    kind_name = "ERROR_KIND_PARSE_FAILED"
+
+    def __init__(self, message: str, field: str, raw_output: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.raw_output = raw_output
+
+
+def _dspy() -> Any:
+    import dspy
+
+    return dspy
+
+
+# -- types from JSON Schema ----------------------------------------------------------------------
+
+
+def schema_to_type(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, Any]) -> Any:
+    """The Python annotation for a JSON Schema (the subset the Rust side emits)."""
+    import pydantic
+
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name not in defs:
+            raise InvalidArgument(f"unknown schema reference {schema['$ref']!r}")
+        return schema_to_type(defs[name], defs, models)
+    if "enum" in schema:
+        values = tuple(schema["enum"])
+        if not values:
+            raise InvalidArgument("an enum needs at least one value")
+        return Literal[values]  # type: ignore[valid-type]
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) != len(schema["anyOf"])
+        if len(options) != 1:
+            raise InvalidArgument("anyOf is only supported as [T, null] (Optional)")
+        inner = schema_to_type(options[0], defs, models)
+        return Optional[inner] if nullable else inner  # noqa: UP045
+    kind = schema.get("type")
+    simple = {"string": str, "integer": int, "number": float, "boolean": bool}
+    if kind in simple:
+        return simple[kind]
+    if kind == "array":
+        return list[schema_to_type(schema.get("items", {"type": "string"}), defs, models)]
+    if kind == "object":
+        if "properties" in schema:
+            title = schema.get("title") or "Object"
+            if title in models:
+                return models[title]
+            required = set(schema.get("required", []))
+            fields: dict[str, Any] = {}
+            for name, sub in schema["properties"].items():
+                annotation = schema_to_type(sub, defs, models)
+                description = sub.get("description")
+                default = ... if name in required else None
+                fields[name] = (annotation, pydantic.Field(default, description=description))
+            model = pydantic.create_model(title, **fields)
+            models[title] = model
+            return model
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict):
+            return dict[str, schema_to_type(values, defs, models)]
+        return dict[str, Any]
+    raise InvalidArgument(f"unsupported field schema: {json.dumps(schema)[:200]}")
+
+
+_SIGNATURES: dict[str, Any] = {}
+
+
+def spec_key(spec: Any) -> str:
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+
+
+def build_signature(pb2: Any, spec: Any) -> Any:
+    """A ``dspy.Signature`` for a ``SignatureSpec``, built once per distinct spec."""
+    key = spec_key(spec)
+    cached = _SIGNATURES.get(key)
+    if cached is not None:
+        return cached
+    from snakepit_bridge.values import from_proto
+
+    dspy = _dspy()
+    if not spec.outputs:
+        raise InvalidArgument(f"signature {spec.name!r} has no output field")
+    fields: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for kind, specs in (("input", spec.inputs), ("output", spec.outputs)):
+        for f in specs:
+            schema = from_proto(pb2, f.schema) or {"type": "string"}
+            annotation = schema_to_type(schema, schema.get("$defs", {}), models)
+            extra: dict[str, Any] = {}
+            if f.description:
+                extra["desc"] = f.description
+            if f.prefix:
+                extra["prefix"] = f.prefix
+            maker = dspy.InputField if kind == "input" else dspy.OutputField
+            if f.name in fields:
+                raise InvalidArgument(f"signature {spec.name!r} has two fields named {f.name!r}")
+            fields[f.name] = (annotation, maker(**extra))
+    signature = dspy.Signature(fields, spec.instructions or "")
+    if spec.name:
+        signature.__name__ = spec.name
+    _SIGNATURES[key] = signature
+    return signature
+
+
+# -- LMs ------------------------------------------------------------------------------------------
+
+
+_ADAPTERS = {"": "ChatAdapter", "chat": "ChatAdapter", "json": "JSONAdapter", "xml": "XMLAdapter"}
+
+
+@dataclass
+class LmSetup:
+    lm: Any
+    adapter: Any
+
+
+def build_lm(pb2: Any, config: Any) -> LmSetup:
+    from snakepit_bridge.values import from_proto
+
+    dspy = _dspy()
+    if config.adapter not in _ADAPTERS:
+        raise InvalidArgument(f"unknown adapter {config.adapter!r}; use chat, json or xml")
+    name = _ADAPTERS[config.adapter]
+    # No silent JSON fallback: it costs a second LM call and hides which answer failed to parse.
+    adapter = (
+        dspy.ChatAdapter(use_json_adapter_fallback=False)
+        if name == "ChatAdapter"
+        else getattr(dspy, name)()
+    )
+    kind = config.WhichOneof("kind")
+    if kind == "dummy":
+        from dspy.utils import DummyLM
+
+        answers = from_proto(pb2, config.dummy.answers)
+        if not isinstance(answers, (list, dict)):
+            raise InvalidArgument("DummyLM answers must be a list or a map")
+        return LmSetup(DummyLM(answers, adapter=adapter), adapter)
+    if kind == "litellm":
+        c = config.litellm
+        kwargs: dict[str, Any] = {}
+        if c.api_base:
+            kwargs["api_base"] = c.api_base
+        if c.api_key_env:
+            key = os.environ.get(c.api_key_env)
+            if key is None:
+                raise InvalidArgument(
+                    f"the API key variable {c.api_key_env} is not set in the worker's environment"
+                )
+            kwargs["api_key"] = key
+        if c.HasField("temperature"):
+            kwargs["temperature"] = c.temperature
+        if c.HasField("max_tokens"):
+            kwargs["max_tokens"] = c.max_tokens
+        if c.HasField("cache"):
+            kwargs["cache"] = c.cache
+        return LmSetup(dspy.LM(c.model, **kwargs), adapter)
+    raise InvalidArgument("an LM configuration needs either `dummy` or `litellm`")
+
+
+class DspyRuntime:
+    """The worker's DSPy state: its default LM and the stateless module cache."""
+
+    def __init__(self, pb2: Any) -> None:
+        self.pb2 = pb2
+        self._default_config: Any = None
+        self._default: LmSetup | None = None
+        self._modules: dict[str, Any] = {}
+        raw = os.environ.get("SNAKEPIT_DSPY_LM")
+        if raw:
+            config = pb2.LmConfig()
+            config.ParseFromString(bytes.fromhex(raw))
+            self._default_config = config
+
+    def default_lm(self) -> LmSetup | None:
+        if self._default is None and self._default_config is not None:
+            self._default = build_lm(self.pb2, self._default_config)
+        return self._default
+
+    def lm_for(self, override: Any, instance_lm: LmSetup | None) -> LmSetup:
+        if override is not None and override.WhichOneof("kind"):
+            return build_lm(self.pb2, override)
+        setup = instance_lm or self.default_lm()
+        if setup is None:
+            raise InvalidArgument(
+                "no LM: configure one for the pool (BridgeBuilder::lm), the module instance, "
+                "or the call (CallOptions::lm)"
+            )
+        return setup
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def resolve_class(self, path: str) -> Any:
+        module_name, _, attribute = path.rpartition(".")
+        if not module_name:
+            raise InvalidArgument(f"{path!r} is not a dotted path like `dspy.Predict`")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise NotFound(f"cannot import module {module_name!r} for {path!r}: {exc}") from None
+        try:
+            return getattr(module, attribute)
+        except AttributeError:
+            raise NotFound(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+    def resolve_arguments(self, value: Any, objects: dict[str, Any]) -> Any:
+        from snakepit_bridge.values import ObjectHandle
+
+        if isinstance(value, ObjectHandle):
+            try:
+                return objects[value.id]
+            except KeyError:
+                raise NotFound(f"no object {value.id!r} in this session") from None
+        if isinstance(value, list):
+            return [self.resolve_arguments(v, objects) for v in value]
+        if isinstance(value, dict):
+            return {k: self.resolve_arguments(v, objects) for k, v in value.items()}
+        return value
+
+    def resolve_tools(self, names: list[Any], session: Any) -> list[Any]:
+        from snakepit_bridge.tools import REGISTRY, ToolContext
+
+        dspy = _dspy()
+        tools = []
+        for name in names:
+            if not isinstance(name, str):
+                tools.append(name)
+                continue
+            callbacks = session.callbacks if session is not None else None
+            if callbacks is not None and name in callbacks.tools:
+                spec = callbacks.tools[name]
+
+                def make_remote(tool_name: str) -> Any:
+                    async def remote(**kwargs: Any) -> Any:
+                        return await callbacks.call(tool_name, kwargs)
+
+                    return remote
+
+                tools.append(
+                    dspy.Tool(make_remote(name), name=name, desc=spec.description or name, args={})
+                )
+                continue
+            entry = REGISTRY.get(name)
+            ctx = ToolContext(session.session_id if session else "", callbacks)
+
+            def make_local(e: Any) -> Any:
+                async def local(**kwargs: Any) -> Any:
+                    return await e.call(ctx, kwargs)
+
+                return local
+
+            args = {p.name: {} for p in entry.parameters}
+            tools.append(dspy.Tool(make_local(entry), name=name, desc=entry.description, args=args))
+        return tools
+
+    def create(
+        self,
+        class_path: str,
+        signature_spec: Any,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        objects: dict[str, Any],
+        session: Any,
+    ) -> Any:
+        cls = self.resolve_class(class_path)
+        args = self.resolve_arguments(args, objects)
+        kwargs = self.resolve_arguments(kwargs, objects)
+        if "tools" in kwargs and isinstance(kwargs["tools"], list):
+            kwargs["tools"] = self.resolve_tools(kwargs["tools"], session)
+        for key in ("reward_fn", "metric"):
+            # A Python tool named by string stands in for a callable (BestOfN, Refine, ...).
+            if isinstance(kwargs.get(key), str):
+                from snakepit_bridge.tools import REGISTRY
+
+                kwargs[key] = REGISTRY.get(kwargs[key]).function
+        if signature_spec is not None and (signature_spec.outputs or signature_spec.inputs):
+            args = [build_signature(self.pb2, signature_spec), *args]
+        try:
+            return cls(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArgument(f"cannot create {class_path}: {exc}") from None
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        target: Any,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        lm: LmSetup | None,
+    ) -> tuple[Any, Any]:
+        """Calls ``target.method`` (DSPy's async path for modules) inside a per-call LM context.
+        Returns the result and the LM copy that recorded the call's history."""
+        dspy = _dspy()
+        call_lm = lm.lm.copy() if lm is not None else None
+        recorder = _recorder()
+        settings: dict[str, Any] = {"callbacks": [*dspy.settings.get("callbacks", []), recorder]}
+        if call_lm is not None:
+            settings.update(lm=call_lm, adapter=lm.adapter)
+        with dspy.context(**settings):
+            if method in ("", "__call__") and _has_async_path(target):
+                result = await target.acall(*args, **kwargs)
+            else:
+                function = getattr(target, method or "__call__", None)
+                if function is None or not callable(function):
+                    raise NotFound(f"{type(target).__name__} has no method {method!r}")
+                if inspect.iscoroutinefunction(function):
+                    result = await function(*args, **kwargs)
+                else:
+                    result = await asyncio.to_thread(function, *args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+        if isinstance(result, dspy.Prediction):
+            check_outputs(getattr(target, "signature", None), result, recorder.entries)
+        return result, recorder.entries
+
+    def module_for(self, class_path: str, spec: Any, kwargs: dict[str, Any]) -> Any:
+        key = hashlib.sha256(
+            class_path.encode() + spec.SerializeToString(deterministic=True)
+            + json.dumps(kwargs, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        module = self._modules.get(key)
+        if module is None:
+            module = self.create(class_path, spec, [], dict(kwargs), {}, None)
+            self._modules[key] = module
+        return module
+
+
+def _has_async_path(target: Any) -> bool:
+    """Whether ``acall`` works: modules without ``aforward`` (BestOfN, Refine, ...) only run in
+    a thread, through ``__call__``."""
+    if not hasattr(target, "acall"):
+        return False
+    try:
+        return callable(getattr(target, "aforward", None))
+    except AttributeError:
+        return False
+
+
+def _optional(annotation: Any) -> bool:
+    import typing
+
+    return type(None) in typing.get_args(annotation)
+
+
+def _recorder() -> Any:
+    """A DSPy callback that collects the history entry of every LM request made during one call,
+    including those of LM copies that modules make themselves (BestOfN, Refine, ...)."""
+    from dspy.utils.callback import BaseCallback
+
+    class LmRecorder(BaseCallback):
+        def __init__(self) -> None:
+            self.started: dict[str, Any] = {}
+            self.entries: list[dict[str, Any]] = []
+
+        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.started[call_id] = instance
+
+        def on_lm_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
+            instance = self.started.pop(call_id, None)
+            history = getattr(instance, "history", None)
+            if history:
+                self.entries.append(history[-1])
+
+    return LmRecorder()
+
+
+def check_outputs(signature: Any, prediction: Any, entries: list[dict[str, Any]]) -> None:
+    """DSPy lets an empty reply through as None (or 'None') for a str field; a typed bridge may not."""
+    if signature is None:
+        return
+    for name, info in signature.output_fields.items():
+        if info.annotation is str and not _optional(info.annotation):
+            value = prediction.get(name) if hasattr(prediction, "get") else None
+            if value is None or value == "None":
+                raise ParseFailed(
+                    f"the LM gave no value for output field {name!r}", name, last_output(entries)
+                )
+
+
+def last_output(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return ""
+    outputs = entries[-1].get("outputs") or []
+    first = outputs[0] if outputs else ""
+    if isinstance(first, dict):
+        return str(first.get("text", first))
+    return str(first)
+
+
+def failing_field(signature: Any, raw: str) -> str:
+    """The first output field that is missing from or does not parse in a raw completion."""
+    from dspy.adapters.utils import parse_value
+
+    sections: dict[str, str] = {}
+    try:
+        parsed = json.loads(raw)
+        if isinstance(parsed, dict):
+            sections = {k: v for k, v in parsed.items()}
+    except (ValueError, TypeError):
+        parts = _SECTION.split(raw)
+        for i in range(1, len(parts) - 1, 2):
+            sections[parts[i]] = parts[i + 1].strip()
+    for name, info in signature.output_fields.items():
+        if name not in sections:
+            return name
+        try:
+            parse_value(sections[name], info.annotation)
+        except Exception:
+            return name
+    return ""
+
+
+def parse_failure(exc: Any) -> ParseFailed:
+    raw = str(getattr(exc, "lm_response", "") or "")
+    signature = getattr(exc, "signature", None)
+    field_name = failing_field(signature, raw) if signature is not None else ""
+    where = f" in field {field_name!r}" if field_name else ""
+    return ParseFailed(f"the LM's answer does not fit the signature{where}", field_name, raw)
+
+
+@dataclass
+class CallRecord:
+    usage: dict[str, int] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def record_of(entries: list[dict[str, Any]]) -> CallRecord:
+    record = CallRecord(usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+    for entry in entries:
+        usage = entry.get("usage") or {}
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = usage.get(key) or 0
+            record.usage[key] += int(value) if isinstance(value, (int, float)) else 0
+        outputs = []
+        for o in entry.get("outputs") or []:
+            outputs.append(str(o.get("text", o)) if isinstance(o, dict) else str(o))
+        record.history.append(
+            {
+                "messages": entry.get("messages") or [],
+                "outputs": outputs,
+                "model": str(entry.get("model") or ""),
+            }
+        )
+    record.usage["lm_calls"] = len(entries)
+    return record

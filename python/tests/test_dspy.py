@@ -1,0 +1,206 @@
+"""DSPy through the service: real dspy with DummyLM, over a real socket."""
+
+from conftest import PB2, run, running_server
+
+from snakepit_bridge.dspy_runtime import failing_field, schema_to_type
+from snakepit_bridge.values import from_proto, to_proto
+
+ENTITY = {
+    "type": "object",
+    "title": "Entity",
+    "properties": {"name": {"type": "string"}, "aliases": {"type": "array", "items": {"type": "string"}}},
+    "required": ["name", "aliases"],
+}
+
+
+def field(name, schema, desc=""):
+    return PB2.FieldSpec(name=name, description=desc, schema=to_proto(PB2, schema))
+
+
+def qa_spec():
+    return PB2.SignatureSpec(
+        name="QA",
+        instructions="Answer questions.",
+        inputs=[field("question", {"type": "string"}, "The question.")],
+        outputs=[
+            field("answer", {"type": "string"}),
+            field("confidence", {"type": "number"}),
+            field("n", {"type": "integer"}),
+            field("tags", {"type": "array", "items": {"type": "string"}}),
+            field("label", {"enum": ["pos", "neg"]}),
+            field("maybe", {"anyOf": [{"type": "integer"}, {"type": "null"}]}),
+            field("scores", {"type": "object", "additionalProperties": {"type": "number"}}),
+            field("entities", {"type": "array", "items": ENTITY}),
+        ],
+    )
+
+
+GOOD = {
+    "answer": "Paris",
+    "confidence": "0.9",
+    "n": "3",
+    "tags": '["a", "b"]',
+    "label": "pos",
+    "maybe": "None",
+    "scores": '{"x": 1.5}',
+    "entities": [{"name": "France", "aliases": ["FR"]}],
+}
+
+
+def dummy(answers):
+    return PB2.LmConfig(dummy=PB2.DummyLmConfig(answers=to_proto(PB2, answers)))
+
+
+def args(**kwargs):
+    return to_proto(PB2, kwargs).map
+
+
+async def new_session(stub, sid="d"):
+    await stub.InitializeSession(PB2.InitializeSessionRequest(session_id=sid))
+
+
+def test_json_schemas_become_python_types():
+    t = schema_to_type({"type": "array", "items": ENTITY}, {}, {})
+    assert t.__args__[0].__name__ == "Entity"
+
+
+def test_predict_returns_typed_fields_usage_and_history():
+    async def scenario():
+        async with running_server() as (stub, _):
+            await new_session(stub)
+            created = await stub.CreateInstance(
+                PB2.CreateInstanceRequest(
+                    session_id="d", class_path="dspy.Predict", signature=qa_spec(), lm=dummy([GOOD])
+                )
+            )
+            reply = await stub.CallInstance(
+                PB2.CallInstanceRequest(
+                    session_id="d",
+                    instance_id=created.instance.id,
+                    kwargs=args(question="Capital of France?"),
+                    options=PB2.CallOptions(history=True),
+                )
+            )
+            return created, reply
+
+    created, reply = run(scenario)
+    assert created.instance.type_name.endswith("Predict")
+    out = from_proto(PB2, reply.value)
+    assert out == {
+        "answer": "Paris",
+        "confidence": 0.9,
+        "n": 3,
+        "tags": ["a", "b"],
+        "label": "pos",
+        "maybe": None,
+        "scores": {"x": 1.5},
+        "entities": [{"name": "France", "aliases": ["FR"]}],
+    }
+    assert reply.usage.lm_calls == 1
+    assert "Capital of France?" in str(from_proto(PB2, reply.history[0].messages))
+    assert "[[ ## answer ## ]]" in reply.history[0].outputs[0]
+
+
+def test_a_literal_outside_its_set_is_a_parse_error_with_field_and_raw_text():
+    bad = dict(GOOD, label="maybe")
+
+    async def scenario():
+        async with running_server() as (stub, _):
+            return await stub.RunModule(
+                PB2.RunModuleRequest(
+                    class_path="dspy.Predict",
+                    signature=qa_spec(),
+                    inputs=args(question="q"),
+                    options=PB2.CallOptions(lm=dummy([bad])),
+                )
+            )
+
+    reply = run(scenario)
+    assert reply.error.kind == PB2.ERROR_KIND_PARSE_FAILED
+    assert reply.error.field == "label"
+    assert "maybe" in reply.error.raw_output
+
+
+def test_chain_of_thought_adds_reasoning():
+    async def scenario():
+        async with running_server() as (stub, _):
+            spec = PB2.SignatureSpec(
+                inputs=[field("question", {"type": "string"})],
+                outputs=[field("answer", {"type": "string"})],
+            )
+            return await stub.RunModule(
+                PB2.RunModuleRequest(
+                    class_path="dspy.ChainOfThought",
+                    signature=spec,
+                    inputs=args(question="q"),
+                    options=PB2.CallOptions(
+                        lm=dummy([{"reasoning": "because", "answer": "42"}])
+                    ),
+                )
+            )
+
+    out = from_proto(PB2, run(scenario).value)
+    assert out == {"reasoning": "because", "answer": "42"}
+
+
+def test_batch_keeps_input_order_with_per_item_errors():
+    async def scenario():
+        async with running_server() as (stub, _):
+            await new_session(stub)
+            spec = PB2.SignatureSpec(
+                inputs=[field("question", {"type": "string"})],
+                outputs=[field("n", {"type": "integer"})],
+            )
+            answers = {f"question-<{i}>": {"n": str(i)} for i in range(30)}
+            answers["question-bad"] = {"n": "not a number"}
+            created = await stub.CreateInstance(
+                PB2.CreateInstanceRequest(
+                    session_id="d", class_path="dspy.Predict", signature=spec, lm=dummy(answers)
+                )
+            )
+            inputs = [args(question=f"question-<{i}>") for i in range(30)]
+            inputs.insert(5, args(question="question-bad"))
+            return await stub.BatchCall(
+                PB2.BatchRequest(session_id="d", instance_id=created.instance.id, inputs=inputs)
+            )
+
+    results = run(scenario).results
+    assert len(results) == 31
+    assert results[5].error.kind == PB2.ERROR_KIND_PARSE_FAILED
+    ok = [from_proto(PB2, r.value)["n"] for i, r in enumerate(results) if i != 5]
+    assert ok == list(range(30))
+
+
+def test_unknown_classes_and_methods_are_clear_errors():
+    async def scenario():
+        async with running_server() as (stub, _):
+            await new_session(stub)
+            missing_module = await stub.CreateInstance(
+                PB2.CreateInstanceRequest(session_id="d", class_path="nowhere.Thing")
+            )
+            missing_class = await stub.CreateInstance(
+                PB2.CreateInstanceRequest(session_id="d", class_path="dspy.NoSuchModule")
+            )
+            created = await stub.CreateInstance(
+                PB2.CreateInstanceRequest(session_id="d", class_path="collections.Counter")
+            )
+            missing_method = await stub.CallInstance(
+                PB2.CallInstanceRequest(
+                    session_id="d", instance_id=created.instance.id, method="fly"
+                )
+            )
+            return missing_module, missing_class, missing_method
+
+    missing_module, missing_class, missing_method = run(scenario)
+    assert missing_module.error.kind == PB2.ERROR_KIND_NOT_FOUND
+    assert "nowhere" in missing_module.error.message
+    assert missing_class.error.kind == PB2.ERROR_KIND_NOT_FOUND
+    assert missing_method.error.kind == PB2.ERROR_KIND_NOT_FOUND
+
+
+def test_failing_field_finds_the_first_bad_section():
+    from snakepit_bridge.dspy_runtime import build_signature
+
+    signature = build_signature(PB2, qa_spec())
+    raw = "[[ ## answer ## ]]\nParis\n\n[[ ## confidence ## ]]\nhigh"
+    assert failing_field(signature, raw) == "confidence"
