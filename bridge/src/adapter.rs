@@ -95,6 +95,31 @@ impl GrpcPythonAdapter {
         })
     }
 
+    /// Writes `contents` to `file_name` in the private directory (mode 0600) and tells every worker
+    /// its path in the environment variable `variable`: settings too large for the environment,
+    /// or that should not show in it.
+    pub fn set_worker_file(
+        &mut self,
+        variable: &str,
+        file_name: &str,
+        contents: &[u8],
+    ) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.socket_dir.path().join(file_name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(contents)?;
+        self.env.retain(|(k, _)| k != variable);
+        self.env
+            .push((variable.to_owned(), path.to_string_lossy().into_owned()));
+        Ok(())
+    }
+
     /// The private directory holding the workers' sockets.
     pub fn socket_dir(&self) -> &Path {
         self.socket_dir.path()

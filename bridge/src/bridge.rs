@@ -71,6 +71,7 @@ pub struct BridgeBuilder {
     python_path: Vec<PathBuf>,
     transport: Transport,
     env: Vec<(String, String)>,
+    lm: Option<crate::api::dspy::Lm>,
 }
 
 impl Default for BridgeBuilder {
@@ -86,6 +87,7 @@ impl Default for BridgeBuilder {
             python_path: Vec::new(),
             transport: Transport::default(),
             env: Vec::new(),
+            lm: None,
         }
     }
 }
@@ -136,8 +138,7 @@ impl BridgeBuilder {
 
     /// The LM every worker's DSPy calls use unless an instance or a call says otherwise.
     pub fn lm(mut self, lm: crate::api::dspy::Lm) -> Self {
-        self.env.retain(|(k, _)| k != "SNAKEPIT_DSPY_LM");
-        self.env.push(("SNAKEPIT_DSPY_LM".into(), lm.to_env()));
+        self.lm = Some(lm);
         self
     }
 
@@ -155,7 +156,7 @@ impl BridgeBuilder {
         let environment = tokio::task::spawn_blocking(move || PythonEnvironment::resolve(&options))
             .await
             .map_err(|e| BridgeError::Protocol(format!("the provisioning task failed: {e}")))??;
-        let adapter = GrpcPythonAdapter::new(
+        let mut adapter = GrpcPythonAdapter::new(
             environment,
             self.imports,
             &self.python_path,
@@ -163,6 +164,11 @@ impl BridgeBuilder {
             self.env,
         )
         .map_err(|e| BridgeError::Protocol(format!("cannot create the socket directory: {e}")))?;
+        if let Some(lm) = &self.lm {
+            adapter
+                .set_worker_file("SNAKEPIT_DSPY_LM_FILE", "lm.pb", &lm.to_bytes())
+                .map_err(|e| BridgeError::Protocol(format!("cannot write the LM settings: {e}")))?;
+        }
         let pool = Pool::start(adapter, config).await?;
         Ok(Bridge {
             pool,

@@ -220,6 +220,28 @@ fn chain_of_thought_returns_its_reasoning_apart() {
             .unwrap();
         assert_eq!(out.reasoning(), Some("Paris is the capital."));
         assert_eq!(out.outputs["answer"], Value::from("Paris"));
+
+        // Every field type through ChainOfThought too.
+        let mut answer = every_answer();
+        if let Value::Map(m) = &mut answer {
+            m.insert("reasoning".into(), Value::from("step by step"));
+        }
+        let cot = session
+            .chain_of_thought(&every_type(), Some(&Lm::dummy(vec![answer])))
+            .await
+            .unwrap();
+        let out = cot
+            .call(args([
+                ("text", Value::from("t")),
+                ("count", Value::from(2)),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(out.reasoning(), Some("step by step"));
+        assert_eq!(out.outputs["i"], Value::Int(42));
+        assert_eq!(out.outputs["tags"], Value::from(vec!["x", "y"]));
+        assert_eq!(out.outputs["maybe"], Value::Null);
+        assert_eq!(out.outputs["entities"].as_list().unwrap().len(), 1);
     })
 }
 

@@ -195,10 +195,11 @@ class DspyRuntime:
         self._default_config: Any = None
         self._default: LmSetup | None = None
         self._modules: dict[str, Any] = {}
-        raw = os.environ.get("SNAKEPIT_DSPY_LM")
-        if raw:
+        path = os.environ.get("SNAKEPIT_DSPY_LM_FILE")
+        if path:
             config = pb2.LmConfig()
-            config.ParseFromString(bytes.fromhex(raw))
+            with open(path, "rb") as settings:
+                config.ParseFromString(settings.read())
             self._default_config = config
 
     def default_lm(self) -> LmSetup | None:
@@ -373,26 +374,32 @@ def _optional(annotation: Any) -> bool:
     return type(None) in typing.get_args(annotation)
 
 
+_RECORDER_CLASS: Any = None
+
+
 def _recorder() -> Any:
     """A DSPy callback that collects the history entry of every LM request made during one call,
     including those of LM copies that modules make themselves (BestOfN, Refine, ...)."""
-    from dspy.utils.callback import BaseCallback
+    global _RECORDER_CLASS
+    if _RECORDER_CLASS is None:
+        from dspy.utils.callback import BaseCallback
 
-    class LmRecorder(BaseCallback):
-        def __init__(self) -> None:
-            self.started: dict[str, Any] = {}
-            self.entries: list[dict[str, Any]] = []
+        class LmRecorder(BaseCallback):
+            def __init__(self) -> None:
+                self.started: dict[str, Any] = {}
+                self.entries: list[dict[str, Any]] = []
 
-        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-            self.started[call_id] = instance
+            def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+                self.started[call_id] = instance
 
-        def on_lm_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
-            instance = self.started.pop(call_id, None)
-            history = getattr(instance, "history", None)
-            if history:
-                self.entries.append(history[-1])
+            def on_lm_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
+                instance = self.started.pop(call_id, None)
+                history = getattr(instance, "history", None)
+                if history:
+                    self.entries.append(history[-1])
 
-    return LmRecorder()
+        _RECORDER_CLASS = LmRecorder
+    return _RECORDER_CLASS()
 
 
 def check_outputs(signature: Any, prediction: Any, entries: list[dict[str, Any]]) -> None:

@@ -409,12 +409,9 @@ impl Lm {
         }
     }
 
-    /// The configuration as hex-encoded protobuf, for a worker's environment.
-    pub(crate) fn to_env(&self) -> String {
+    /// The configuration as protobuf bytes, for a worker's settings file.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         prost::Message::encode_to_vec(&self.to_proto())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
     }
 }
 
