@@ -1,0 +1,192 @@
+//! `#[dspy_type]`: checks, then expansion for unit enums (Literal) and structs (nested objects).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::ext::IdentExt;
+
+use crate::attr::doc_text;
+use crate::expand_signature::combine;
+use crate::{types, valid};
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let mut errors = Vec::new();
+    if !args.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &args,
+            "#[dspy_type] takes no arguments",
+        ));
+    }
+    let item: syn::Item = syn::parse2(item)?;
+    let generics = match &item {
+        syn::Item::Struct(s) => Some(&s.generics),
+        syn::Item::Enum(e) => Some(&e.generics),
+        _ => None,
+    };
+    if let Some(generics) = generics
+        && !generics.params.is_empty()
+    {
+        errors.push(syn::Error::new_spanned(
+            generics,
+            "a #[dspy_type] cannot be generic: DSPy needs one concrete type",
+        ));
+    }
+    let expanded = match &item {
+        syn::Item::Enum(e) => expand_enum(e, &mut errors),
+        syn::Item::Struct(s) => expand_struct(s, &mut errors),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                "#[dspy_type] goes on a unit enum (a Literal) or a struct with named fields (a nested object)",
+            ));
+            TokenStream::new()
+        }
+    };
+    combine(errors)?;
+    Ok(expanded)
+}
+
+fn derives(copy: bool) -> TokenStream {
+    let extra = if copy {
+        quote!(::core::marker::Copy, ::core::cmp::Eq, ::core::hash::Hash,)
+    } else {
+        quote!()
+    };
+    quote! {
+        #[derive(
+            ::core::fmt::Debug,
+            ::core::clone::Clone,
+            ::core::cmp::PartialEq,
+            #extra
+            ::dspex::__private::serde::Serialize,
+            ::dspex::__private::serde::Deserialize,
+        )]
+        #[serde(crate = "::dspex::__private::serde")]
+    }
+}
+
+fn expand_enum(e: &syn::ItemEnum, errors: &mut Vec<syn::Error>) -> TokenStream {
+    if e.variants.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &e.ident,
+            "a #[dspy_type] enum needs at least one variant (it becomes a Literal of their names)",
+        ));
+    }
+    for variant in &e.variants {
+        if !matches!(variant.fields, syn::Fields::Unit) {
+            errors.push(syn::Error::new_spanned(
+                &variant.fields,
+                format!(
+                    "#[dspy_type] enums become Literal[...] of their variant names and carry no data; make `{}` a unit variant, or model the data as a #[dspy_type] struct",
+                    variant.ident
+                ),
+            ));
+        }
+    }
+    let ident = &e.ident;
+    let type_name = ident.to_string();
+    let names: Vec<String> = e
+        .variants
+        .iter()
+        .map(|v| v.ident.unraw().to_string())
+        .collect();
+    let variants: Vec<&syn::Ident> = e.variants.iter().map(|v| &v.ident).collect();
+    let derives = derives(true);
+    quote! {
+        #derives
+        #e
+
+        impl ::dspex::DspyType for #ident {
+            fn field_type() -> ::dspex::__private::FieldType {
+                ::dspex::__private::FieldType::literal([#(#names),*])
+            }
+
+            fn to_value(&self) -> ::dspex::__private::Value {
+                ::dspex::__private::Value::from(match self {
+                    #(Self::#variants => #names,)*
+                })
+            }
+
+            fn from_value(
+                value: ::dspex::__private::Value,
+            ) -> ::core::result::Result<Self, ::dspex::DecodeError> {
+                let name = ::dspex::__private::expect_variant(value, #type_name, &[#(#names),*])?;
+                match name.as_str() {
+                    #(#names => ::core::result::Result::Ok(Self::#variants),)*
+                    _ => ::core::unreachable!("expect_variant checked the name"),
+                }
+            }
+        }
+    }
+}
+
+fn expand_struct(s: &syn::ItemStruct, errors: &mut Vec<syn::Error>) -> TokenStream {
+    let fields = match &s.fields {
+        syn::Fields::Named(named) => named.named.iter().collect::<Vec<_>>(),
+        syn::Fields::Unnamed(unnamed) => {
+            errors.push(syn::Error::new_spanned(
+                unnamed,
+                "a #[dspy_type] struct needs named fields (they become the object's properties)",
+            ));
+            return TokenStream::new();
+        }
+        syn::Fields::Unit => {
+            errors.push(syn::Error::new_spanned(
+                &s.ident,
+                "a unit struct has no properties; a #[dspy_type] struct needs named fields",
+            ));
+            return TokenStream::new();
+        }
+    };
+    for field in &fields {
+        let ident = field.ident.as_ref().expect("named");
+        valid::check_name(ident, &ident.unraw().to_string(), errors);
+        types::check(&field.ty, errors);
+    }
+    let ident = &s.ident;
+    let type_name = ident.to_string();
+    let idents: Vec<&syn::Ident> = fields
+        .iter()
+        .map(|f| f.ident.as_ref().expect("named"))
+        .collect();
+    let names: Vec<String> = idents.iter().map(|i| i.unraw().to_string()).collect();
+    let tys: Vec<&syn::Type> = fields.iter().map(|f| &f.ty).collect();
+    let descriptions = fields.iter().map(|f| match doc_text(&f.attrs) {
+        Some(doc) => quote!(::core::option::Option::Some(::std::string::String::from(#doc))),
+        None => quote!(::core::option::Option::None),
+    });
+    let derives = derives(false);
+    quote! {
+        #derives
+        #s
+
+        impl ::dspex::DspyType for #ident {
+            fn field_type() -> ::dspex::__private::FieldType {
+                ::dspex::__private::FieldType::Object(::dspex::__private::ObjectType {
+                    name: ::std::string::String::from(#type_name),
+                    fields: ::std::vec![#(
+                        ::dspex::__private::ObjectField {
+                            name: ::std::string::String::from(#names),
+                            field_type: <#tys as ::dspex::DspyType>::field_type(),
+                            description: #descriptions,
+                        }
+                    ),*],
+                })
+            }
+
+            fn to_value(&self) -> ::dspex::__private::Value {
+                let mut map = ::dspex::__private::Map::new();
+                #(map.insert(::std::string::String::from(#names), <#tys as ::dspex::DspyType>::to_value(&self.#idents));)*
+                ::dspex::__private::Value::Map(map)
+            }
+
+            fn from_value(
+                value: ::dspex::__private::Value,
+            ) -> ::core::result::Result<Self, ::dspex::DecodeError> {
+                let mut map = ::dspex::__private::expect_map(value, #type_name)?;
+                ::core::result::Result::Ok(Self {
+                    #(#idents: ::dspex::__private::take_field::<#tys>(&mut map, #names)?,)*
+                })
+            }
+        }
+    }
+}

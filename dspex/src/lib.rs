@@ -1,0 +1,95 @@
+//! # dspex
+//!
+//! Typed DSPy signatures in Rust, run on real Python DSPy through a supervised pool of Python
+//! worker processes. Annotate a struct, get compile-time checked, typed predictions.
+//!
+//! ```no_run
+//! use dspex::prelude::*;
+//!
+//! /// Answer questions with short factoid answers.
+//! #[dspy_signature]
+//! pub struct QA {
+//!     /// The question to answer.
+//!     #[input]
+//!     pub question: String,
+//!     #[output(desc = "often between 1 and 5 words")]
+//!     pub answer: String,
+//!     #[output]
+//!     pub confidence: f64,
+//! }
+//!
+//! #[dspy_type]
+//! pub enum Label { Positive, Negative, Neutral }
+//!
+//! # async fn demo() -> dspex::Result<()> {
+//! let dspex = Dspex::builder()
+//!     .lm(Lm::new("openai/gpt-4o-mini").api_key_env("OPENAI_API_KEY"))
+//!     .workers(2)
+//!     .start()
+//!     .await?;
+//! let out: QAOutput = QA::predict(&dspex, QAInput { question: "Capital of France?".into() }).await?;
+//! let r: Reasoned<QAOutput> = QA::chain_of_thought(&dspex, QAInput { question: "Why?".into() }).await?;
+//! let qa = Predict::<QA>::new(&dspex).await?;   // a module instance living in a worker session
+//! let again = qa.call(QAInput { question: "Capital of Italy?".into() }).await?;
+//! dspex.shutdown().await?;
+//! # let _ = (out, r, again); Ok(()) }
+//! ```
+//!
+//! ## Three layers
+//! - [`snakepit`]: the process pool. Starts, supervises, restarts and cleans up OS worker
+//!   processes; knows nothing of Python.
+//! - [`snakepit_grpc_bridge`]: the platform. Starts Python workers (provisioning a managed
+//!   virtual environment with pinned DSPy on first use), speaks gRPC to them, and offers
+//!   sessions, tools, variables and the DSPy API.
+//! - `dspex` (this crate): the typed surface. It only calls the bridge's public API.
+//!
+//! ## The macros
+//! - [`#[dspy_signature]`](dspy_signature) on a struct with named fields: doc comments become the
+//!   instructions and field descriptions; `#[input]` and `#[output]` (optionally
+//!   `(desc = "...", prefix = "...")`) mark the fields. It generates `<Name>Input` and
+//!   `<Name>Output` (Debug, Clone, PartialEq, serde), `impl Signature`, and the async functions
+//!   `predict` and `chain_of_thought`.
+//! - [`#[dspy_type]`](dspy_type) on a unit enum (a `Literal` of its variant names) or a struct with
+//!   named fields (a nested object), usable in signatures and in each other to any depth. It
+//!   derives Debug, Clone, PartialEq and serde; do not derive those again.
+//! - [`defdspy!`] declares a typed wrapper around any Python class by dotted path.
+//!
+//! Field types: `String`, `bool`, `f32`, `f64`, `i8`–`i64`, `isize`, `u8`–`u32`, `Vec<T>`,
+//! `Option<T>`, `HashMap<String, T>`, `BTreeMap<String, T>`, and `#[dspy_type]`s. Integers travel
+//! as 64-bit signed integers, so `u64`, `usize`, `i128` and `u128` are compile errors that say so
+//! (they cannot all round-trip exactly); use `i64` or `String`. Data-carrying enum variants are
+//! not supported (a compile error); model them as a struct. Recursive types are not supported.
+//!
+//! Every mistake is a compile error pointing at the offending span: see `tests/ui/` in the
+//! repository for each one with its message.
+
+mod dspex;
+mod error;
+mod modules;
+mod object;
+mod signature;
+mod types;
+
+pub use snakepit_grpc_bridge;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use dspex::{Dspex, DspexBuilder};
+pub use dspex_macros::{defdspy, dspy_signature, dspy_type};
+pub use error::{DecodeError, Error, Result};
+pub use modules::{ChainOfThought, Predict, Reasoned};
+pub use object::ObjectModule;
+pub use signature::{Signature, SignatureInput, SignatureOutput};
+pub use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, LmAdapter};
+pub use snakepit_grpc_bridge::{BridgeError, Value};
+pub use types::DspyType;
+
+/// Everything a typical program needs.
+pub mod prelude {
+    pub use crate::{
+        ChainOfThought, Dspex, DspyType, Error, Lm, Predict, Reasoned, Result, Signature, defdspy,
+        dspy_signature, dspy_type,
+    };
+}

@@ -1,0 +1,55 @@
+//! What generated code calls. Not public API: names here change without notice.
+
+pub use serde;
+pub use snakepit_grpc_bridge::api::dspy::{
+    FieldSpec, FieldType, ObjectField, ObjectType, SignatureSpec,
+};
+pub use snakepit_grpc_bridge::{Map, Value};
+pub use std::sync::OnceLock;
+
+pub use crate::types::{expect_map, expect_variant, take_field};
+
+use snakepit_grpc_bridge::api::dspy::CallOptions;
+
+use crate::dspex::Dspex;
+use crate::error::Result;
+use crate::modules::{Reasoned, decode, decode_reasoned};
+use crate::signature::{Signature, SignatureInput};
+
+/// `S::predict(&dspex, input)`.
+pub async fn predict<S: Signature>(dspex: &Dspex, input: S::Input) -> Result<S::Output> {
+    let prediction = dspex
+        .bridge
+        .run_module(
+            "dspy.Predict",
+            S::spec(),
+            Map::new(),
+            input.to_inputs(),
+            &CallOptions::default(),
+        )
+        .await?;
+    decode::<S>(prediction)
+}
+
+/// `S::chain_of_thought(&dspex, input)`.
+pub async fn chain_of_thought<S: Signature>(
+    dspex: &Dspex,
+    input: S::Input,
+) -> Result<Reasoned<S::Output>> {
+    let prediction = dspex
+        .bridge
+        .run_module(
+            "dspy.ChainOfThought",
+            S::spec(),
+            Map::new(),
+            input.to_inputs(),
+            &CallOptions::default(),
+        )
+        .await?;
+    decode_reasoned::<S>(prediction)
+}
+
+pub use crate::object::{
+    ObjectModule, call_method, call_method_for, call_method_unit, create_object,
+};
+pub use crate::signature::SignatureOutput;

@@ -1,0 +1,30 @@
+//! The [`Signature`] trait that `#[dspy_signature]` implements.
+
+use snakepit_grpc_bridge::Map;
+use snakepit_grpc_bridge::api::dspy::SignatureSpec;
+
+use crate::error::DecodeError;
+
+/// A typed DSPy signature: its spec (computed once) and its input and output types.
+///
+/// Implemented by `#[dspy_signature]`; see the [crate documentation](crate).
+pub trait Signature: Send + Sync + 'static {
+    /// The input fields, as a struct (`QAInput` for `QA`).
+    type Input: SignatureInput;
+    /// The output fields, as a struct (`QAOutput` for `QA`).
+    type Output: SignatureOutput;
+    /// The signature's name, instructions and typed fields.
+    fn spec() -> &'static SignatureSpec;
+}
+
+/// The input struct of a signature: becomes DSPy's keyword inputs.
+pub trait SignatureInput: Send + Sync {
+    /// The inputs as a map of field name to value.
+    fn to_inputs(&self) -> Map;
+}
+
+/// The output struct of a signature: read from DSPy's prediction.
+pub trait SignatureOutput: Sized + Send {
+    /// Decodes the prediction's fields (fields it does not declare are ignored).
+    fn from_outputs(outputs: Map) -> Result<Self, DecodeError>;
+}

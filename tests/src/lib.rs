@@ -1,0 +1,1 @@
+//! End-to-end and trybuild UI tests of dspex live in `tests/`; this library is empty.
