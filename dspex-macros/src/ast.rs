@@ -91,7 +91,8 @@ pub(crate) fn signature(item: syn::Item, errors: &mut Vec<syn::Error>) -> Option
                     "a field is either `#[input]` or `#[output]`, not both"
                 };
                 errors.push(syn::Error::new_spanned(&second.attr, message));
-                continue;
+                // Keep the field (with its first attribute) so no further error follows from it.
+                first
             }
         };
         let doc_attrs: Vec<Attribute> = field

@@ -36,7 +36,7 @@
 //! ```
 //!
 //! ## Three layers
-//! - [`snakepit`]: the process pool. Starts, supervises, restarts and cleans up OS worker
+//! - `snakepit`: the process pool. Starts, supervises, restarts and cleans up OS worker
 //!   processes; knows nothing of Python.
 //! - [`snakepit_grpc_bridge`]: the platform. Starts Python workers (provisioning a managed
 //!   virtual environment with pinned DSPy on first use), speaks gRPC to them, and offers

@@ -14,7 +14,8 @@ use crate::error::DecodeError;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a DSPy field",
     label = "no DSPy type for `{Self}`",
-    note = "fields may be String, bool, f32, f64, i8–i64, isize, u8–u32, Vec<T>, Option<T>, HashMap<String, T>, BTreeMap<String, T>, or a type marked #[dspy_type]"
+    note = "if `{Self}` is your own struct or enum, put #[dspy_type] on it (it also derives Debug, Clone, PartialEq and serde, which the errors above ask for)",
+    note = "fields may be String, bool, f32, f64, i8–i64, isize, u8–u32, Vec<T>, Option<T>, HashMap<String, T>, BTreeMap<String, T>, or a #[dspy_type]"
 )]
 pub trait DspyType: Sized {
     /// The DSPy (Python) type of the field.

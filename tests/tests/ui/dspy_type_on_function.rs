@@ -1,0 +1,6 @@
+use dspex::prelude::*;
+
+#[dspy_type]
+fn helper() {}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use dspex::prelude::*;
+
+#[dspy_signature]
+pub struct QA {
+    #[input]
+    pub question: String,
+    pub context: String,
+    #[output]
+    pub answer: String,
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use dspex::prelude::*;
+
+#[dspy_signature]
+pub struct Echo<T> {
+    #[input]
+    pub value: T,
+    #[output]
+    pub echoed: T,
+}
+
+fn main() {}

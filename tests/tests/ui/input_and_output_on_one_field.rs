@@ -1,0 +1,12 @@
+use dspex::prelude::*;
+
+#[dspy_signature]
+pub struct QA {
+    #[input]
+    #[output]
+    pub question: String,
+    #[output]
+    pub answer: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dspex::prelude::*;
+
+#[dspy_signature]
+pub struct Nothing;
+
+fn main() {}

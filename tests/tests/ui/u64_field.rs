@@ -1,0 +1,11 @@
+use dspex::prelude::*;
+
+#[dspy_signature]
+pub struct Count {
+    #[input]
+    pub text: String,
+    #[output]
+    pub words: u64,
+}
+
+fn main() {}
