@@ -202,6 +202,9 @@ class DspyRuntime:
                 config.ParseFromString(settings.read())
             self._default_config = config
 
+    def has_default_lm(self) -> bool:
+        return self._default_config is not None
+
     def default_lm(self) -> LmSetup | None:
         if self._default is None and self._default_config is not None:
             self._default = build_lm(self.pb2, self._default_config)

@@ -502,6 +502,10 @@ async def serve(args: argparse.Namespace) -> None:
     for module in args.imports:
         importlib.import_module(module)
     servicer = BridgeServicer(args.worker_id, args.run_id)
+    if servicer.dspy.has_default_lm():
+        # A pool with an LM will run DSPy: import it (about 0.6 s) before saying ready, so the
+        # first call does not pay for it.
+        servicer.dspy.default_lm()
     server = create_server(servicer)
     if args.socket:
         os.umask(0o077)
