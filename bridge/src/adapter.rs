@@ -28,6 +28,41 @@ pub enum Transport {
     TcpLoopback,
 }
 
+/// Socket directories are named `dspex-<owner pid>-<random>`.
+const SOCKET_DIR_PREFIX: &str = "dspex-";
+
+/// Removes the socket directories of processes that are gone (a program killed before it could
+/// clean up after itself leaves its directory behind).
+fn remove_stale_socket_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let owned_by_us = entry
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == current_uid())
+            .unwrap_or(false);
+        if owned_by_us && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}
+
 /// A ready worker: its gRPC client and identity.
 #[derive(Debug, Clone)]
 pub struct WorkerConnection {
@@ -80,8 +115,9 @@ impl GrpcPythonAdapter {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        remove_stale_socket_dirs(&base);
         let socket_dir = tempfile::Builder::new()
-            .prefix("dspex-")
+            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
         Ok(GrpcPythonAdapter {
