@@ -201,6 +201,34 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
+/// JSON values map onto typed values: integers that fit 64 bits stay integers, other numbers
+/// become floats, objects keep their key order.
+///
+/// ```
+/// use snakepit_grpc_bridge::Value;
+/// let v = Value::from(serde_json::json!({"answer": "Paris", "n": 3, "p": 0.5}));
+/// assert_eq!(v.as_map().unwrap()["n"], Value::Int(3));
+/// ```
+impl From<serde_json::Value> for Value {
+    fn from(v: serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::String(s),
+            serde_json::Value::Array(items) => {
+                Value::List(items.into_iter().map(Value::from).collect())
+            }
+            serde_json::Value::Object(map) => {
+                Value::Map(map.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+            }
+        }
+    }
+}
+
 /// Builds argument maps: `args([("a", Value::from(1))])`, or from any iterator of pairs.
 pub fn args<K, V, I>(pairs: I) -> Map
 where

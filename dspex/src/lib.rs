@@ -54,6 +54,32 @@
 //!   derives Debug, Clone, PartialEq and serde; do not derive those again.
 //! - [`defdspy!`] declares a typed wrapper around any Python class by dotted path.
 //!
+//! ### `defdspy!`
+//! The Rust counterpart of Elixir DSPex's `defdsyp`: a typed wrapper around any Python class by
+//! dotted path (DSPy's own modules or your own, importable in the workers). It reads like a
+//! struct whose methods are declared, not defined:
+//!
+//! ```ignore
+//! defdspy! {
+//!     /// A counter kept in Python.
+//!     #[python = "my_module.Counter"]
+//!     pub struct Counter {
+//!         fn new(start: i64, step: i64);   // the constructor's keyword arguments
+//!         fn call(times: i64) -> i64;     // what runs it: `call` and `execute` (Python `__call__`)
+//!         #[python = "read"]
+//!         fn value() -> i64;              // any other method; Python name if it differs
+//!         fn reset();                     // no return value
+//!     }
+//! }
+//! let counter = Counter::create(&dspex, 10, 5).await?;   // a new session, the object in it
+//! let n: i64 = counter.call(2).await?;
+//! ```
+//!
+//! A wrapper may be generic over one signature, `pub struct Mcc<S> { ... }`: `create` then passes
+//! `S::spec()` as the first constructor argument, an argument typed `S::Input` is spread into
+//! keyword arguments, and a return type `S::Output` is decoded as the signature's outputs.
+//! [`Predict`] and [`ChainOfThought`] are shaped the same way (`new`, `call`).
+//!
 //! Field types: `String`, `bool`, `f32`, `f64`, `i8`–`i64`, `isize`, `u8`–`u32`, `Vec<T>`,
 //! `Option<T>`, `HashMap<String, T>`, `BTreeMap<String, T>`, and `#[dspy_type]`s. Integers travel
 //! as 64-bit signed integers, so `u64`, `usize`, `i128` and `u128` are compile errors that say so

@@ -190,6 +190,27 @@ fn predict_through_the_macros_is_typed() {
 }
 
 #[test]
+fn lm_answers_can_be_written_as_json() {
+    run(async {
+        let lm = Lm::dummy(serde_json::json!([{"answer": "Paris", "confidence": "0.9"}]));
+        let qa = Predict::<QA>::with_lm(dspex().await, lm).await.unwrap();
+        let out = qa
+            .call(QAInput {
+                question: "Capital of France?".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            QAOutput {
+                answer: "Paris".into(),
+                confidence: 0.9
+            }
+        );
+    })
+}
+
+#[test]
 fn chain_of_thought_returns_reasoning_and_typed_output() {
     run(async {
         let r: Reasoned<QAOutput> = QA::chain_of_thought(

@@ -81,7 +81,7 @@ defdspy! {
 
 async fn uses() -> dspex::Result<()> {
     let dspex = Dspex::builder()
-        .lm(Lm::dummy(vec![dspex::Value::from("x")]))
+        .lm(Lm::dummy(serde_json::json!([{"answer": "Paris", "confidence": "0.9"}])))
         .workers(2)
         .start()
         .await?;
