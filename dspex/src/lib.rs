@@ -96,6 +96,7 @@ mod object;
 mod signature;
 mod types;
 
+/// The platform layer underneath: tools, variables, the untyped DSPy API, the pool.
 pub use snakepit_grpc_bridge;
 
 #[doc(hidden)]

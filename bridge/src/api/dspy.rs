@@ -269,6 +269,10 @@ pub enum LmAdapter {
 #[derive(Debug, Clone, PartialEq)]
 enum LmKind {
     Dummy(Value),
+    Custom {
+        class_path: String,
+        kwargs: Map,
+    },
     LiteLlm {
         model: String,
         api_base: Option<String>,
@@ -314,6 +318,18 @@ impl Lm {
     pub fn dummy(answers: impl Into<Value>) -> Self {
         Lm {
             kind: LmKind::Dummy(answers.into()),
+            adapter: LmAdapter::default(),
+        }
+    }
+
+    /// Any `dspy.BaseLM` subclass importable in the workers, created with `kwargs` (and the
+    /// adapter, when its constructor takes one): your own LM client, or a test double.
+    pub fn custom(class_path: impl Into<String>, kwargs: Map) -> Self {
+        Lm {
+            kind: LmKind::Custom {
+                class_path: class_path.into(),
+                kwargs,
+            },
             adapter: LmAdapter::default(),
         }
     }
@@ -382,6 +398,12 @@ impl Lm {
             LmKind::Dummy(answers) => pb::lm_config::Kind::Dummy(pb::DummyLmConfig {
                 answers: Some(answers.into()),
             }),
+            LmKind::Custom { class_path, kwargs } => {
+                pb::lm_config::Kind::Custom(pb::CustomLmConfig {
+                    class_path: class_path.clone(),
+                    kwargs: Some(map_to_proto(kwargs)),
+                })
+            }
             LmKind::LiteLlm {
                 model,
                 api_base,

@@ -1,0 +1,440 @@
+//! The dspex benchmark: everything it compares is measured in this one run, on this machine.
+//!
+//! `cargo run --release -p dspex-bench` prints a table and writes `target/dspex-bench/summary.json`
+//! (flat keys, numbers). Python baselines run as scripts in the managed environment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dspex::__private::Map;
+use dspex::prelude::*;
+use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
+use dspex::Value;
+use tokio::sync::Semaphore;
+
+/// Answer the question from the context.
+#[dspy_signature]
+pub struct Overhead {
+    /// The question.
+    #[input]
+    pub question: String,
+    /// What to answer from.
+    #[input]
+    pub context: String,
+    /// The answer.
+    #[output]
+    pub answer: String,
+    /// How sure.
+    #[output]
+    pub confidence: f64,
+}
+
+const OVERHEAD_CALLS: usize = 2000;
+const WARMUP: usize = 200;
+
+struct Summary(BTreeMap<String, f64>);
+
+impl Summary {
+    fn set(&mut self, key: &str, value: f64) {
+        self.0
+            .insert(key.to_owned(), (value * 100.0).round() / 100.0);
+    }
+}
+
+fn bench_python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+fn python_baseline(environment: &PythonEnvironment, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(environment.python())
+        .arg(bench_python_dir().join("baselines.py"))
+        .args(args)
+        .env("PYTHONPATH", bench_python_dir())
+        .output()
+        .expect("the Python baseline runs");
+    assert!(
+        output.status.success(),
+        "baseline {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).expect("baseline JSON")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+}
+
+fn answer(pairs: &[(&str, &str)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// The benchmark LM: waits `delay_ms`, then answers like DummyLM.
+fn sleepy_lm(delay_ms: f64) -> Lm {
+    let mut kwargs = Map::new();
+    kwargs.insert(
+        "answer".into(),
+        answer(&[("answer", "a"), ("confidence", "0.5")]),
+    );
+    kwargs.insert("delay_ms".into(), Value::Float(delay_ms));
+    Lm::custom("dspex_bench_lm.SleepyLM", kwargs)
+}
+
+async fn start(workers: usize, lm: Lm, in_flight: usize) -> Dspex {
+    Dspex::builder()
+        .lm(lm)
+        .workers(workers)
+        .python_path(bench_python_dir())
+        .import("dspex_bench_lm")
+        .bridge(|b| {
+            b.pool(|p| {
+                p.max_in_flight_per_worker(in_flight)
+                    .queue_size(1 << 16)
+                    .request_timeout(Some(Duration::from_secs(300)))
+            })
+        })
+        .start()
+        .await
+        .expect("dspex starts")
+}
+
+fn input(i: usize) -> OverheadInput {
+    OverheadInput {
+        question: format!("what is <q{i}>?"),
+        context: "some context".into(),
+    }
+}
+
+async fn overhead(environment: &PythonEnvironment, summary: &mut Summary) {
+    let python = python_baseline(environment, &["overhead", &OVERHEAD_CALLS.to_string()]);
+    let answers: Map = (0..OVERHEAD_CALLS + WARMUP)
+        .map(|i| {
+            (
+                format!("<q{i}>"),
+                answer(&[("answer", &format!("a{i}")), ("confidence", "0.5")]),
+            )
+        })
+        .collect();
+    let dspex = start(1, Lm::dummy(Value::Map(answers)), 64).await;
+    let mut times = Vec::with_capacity(OVERHEAD_CALLS);
+    for i in 0..OVERHEAD_CALLS + WARMUP {
+        let started = Instant::now();
+        let out = Overhead::predict(&dspex, input(i)).await.expect("predict");
+        let elapsed = started.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(out.answer, format!("a{i}"));
+        if i >= WARMUP {
+            times.push(elapsed);
+        }
+    }
+    dspex.shutdown().await.expect("shutdown");
+    times.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+    let (py50, py99) = (
+        python["p50_us"].as_f64().unwrap(),
+        python["p99_us"].as_f64().unwrap(),
+    );
+    summary.set("overhead.python_p50_us", py50);
+    summary.set("overhead.python_p99_us", py99);
+    summary.set(
+        "overhead.python_async_p50_us",
+        python["async_p50_us"].as_f64().unwrap(),
+    );
+    summary.set(
+        "overhead.python_async_p99_us",
+        python["async_p99_us"].as_f64().unwrap(),
+    );
+    summary.set("overhead.dspex_p50_us", p50);
+    summary.set("overhead.dspex_p99_us", p99);
+    summary.set("overhead.ratio_p50", p50 / py50);
+    summary.set("overhead.ratio_p99", p99 / py99);
+}
+
+/// Runs `n` typed predictions with at most `concurrency` in flight; returns the wall time in ms.
+async fn fan_out(dspex: &Dspex, n: usize, concurrency: usize) -> f64 {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (dspex, permits) = (dspex.clone(), permits.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("semaphore");
+                Overhead::predict(&dspex, input(i)).await.expect("predict")
+            })
+        })
+        .collect();
+    for task in tasks {
+        let out = task.await.expect("task");
+        assert_eq!(out.answer, "a");
+    }
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+async fn orchestration(environment: &PythonEnvironment, summary: &mut Summary) {
+    let python = python_baseline(environment, &["orchestration", "256", "16"]);
+    summary.set("orchestration.ideal_ms", 256.0 / 16.0 * 20.0);
+    summary.set(
+        "orchestration.python_ms",
+        python["wall_ms"].as_f64().unwrap(),
+    );
+    // Two workers: one per core, as DSPy's Evaluate uses every core through its threads.
+    let dspex = start(2, sleepy_lm(20.0), 64).await;
+    fan_out(&dspex, 32, 16).await; // warm-up
+    summary.set("orchestration.dspex_ms", fan_out(&dspex, 256, 16).await);
+    dspex.shutdown().await.expect("shutdown");
+
+    let dspex = start(4, sleepy_lm(20.0), 256).await;
+    fan_out(&dspex, 1024, 512).await; // warm-up
+    summary.set("orchestration_large.ideal_ms", 4096.0 / 512.0 * 20.0);
+    summary.set(
+        "orchestration_large.dspex_ms",
+        fan_out(&dspex, 4096, 512).await,
+    );
+    dspex.shutdown().await.expect("shutdown");
+}
+
+async fn startup(summary: &mut Summary) {
+    for workers in [1, 4, 8] {
+        let mut samples = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let dspex = start(workers, sleepy_lm(0.0), 64).await;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            dspex.shutdown().await.expect("shutdown");
+        }
+        samples.sort_by(f64::total_cmp);
+        summary.set(&format!("startup.workers_{workers}_ms"), samples[1]);
+    }
+    let dspex = start(2, sleepy_lm(0.0), 64).await;
+    let pool = dspex.bridge().pool();
+    let victim = pool.workers()[0].pid.expect("a pid");
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .expect("kill");
+    loop {
+        let worker = &pool.workers()[0];
+        if worker.ready && worker.id.generation == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    summary.set("startup.replace_ms", started.elapsed().as_secs_f64() * 1e3);
+    dspex.shutdown().await.expect("shutdown");
+}
+
+async fn throughput(summary: &mut Summary) {
+    for workers in [1, 2] {
+        let dspex = start(workers, sleepy_lm(0.0), 64).await;
+        fan_out(&dspex, 500, 64).await; // warm-up
+        let calls = 4000;
+        let ms = fan_out(&dspex, calls, 64).await;
+        summary.set(
+            &format!("throughput.workers_{workers}_per_s"),
+            calls as f64 / ms * 1e3,
+        );
+        dspex.shutdown().await.expect("shutdown");
+    }
+    let ratio = summary.0["throughput.workers_2_per_s"] / summary.0["throughput.workers_1_per_s"];
+    summary.set("throughput.ratio_2_to_1", ratio);
+}
+
+/// RSS and PSS of `pid` in MB, from /proc.
+fn memory_of(pid: u32) -> (f64, f64) {
+    let read_kb = |file: &str, key: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        read_kb("status", "VmRSS:") / 1024.0,
+        read_kb("smaps_rollup", "Pss:") / 1024.0,
+    )
+}
+
+async fn memory(summary: &mut Summary) {
+    let dspex = start(4, sleepy_lm(0.0), 64).await;
+    fan_out(&dspex, 64, 16).await; // every worker has run DSPy
+    let mut total_rss = 0.0;
+    let mut total_pss = 0.0;
+    for (i, worker) in dspex.bridge().pool().workers().iter().enumerate() {
+        let (rss, pss) = memory_of(worker.pid.expect("a pid"));
+        summary.set(&format!("memory.worker_{i}_rss_mb"), rss);
+        summary.set(&format!("memory.worker_{i}_pss_mb"), pss);
+        total_rss += rss;
+        total_pss += pss;
+    }
+    summary.set("memory.pool_4_rss_mb", total_rss);
+    summary.set("memory.pool_4_pss_mb", total_pss);
+    summary.set("memory.pss_per_worker_mb", total_pss / 4.0);
+    dspex.shutdown().await.expect("shutdown");
+}
+
+fn print_table(summary: &Summary) {
+    let s = &summary.0;
+    let row = |what: &str, python: Option<f64>, dspex: f64, unit: &str, ratio: Option<f64>| {
+        let python = python.map_or("—".to_owned(), |p| format!("{p:.1}"));
+        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}"));
+        println!("{what:<46} {python:>12} {dspex:>12.1} {unit:<6} {ratio:>8}");
+    };
+    println!(
+        "\n{:<46} {:>12} {:>12} {:<6} {:>8}",
+        "measurement", "Python DSPy", "dspex", "unit", "ratio"
+    );
+    println!("{}", "-".repeat(88));
+    row(
+        "overhead p50 (sequential Predict, DummyLM)",
+        Some(s["overhead.python_p50_us"]),
+        s["overhead.dspex_p50_us"],
+        "µs",
+        Some(s["overhead.ratio_p50"]),
+    );
+    row(
+        "overhead p99",
+        Some(s["overhead.python_p99_us"]),
+        s["overhead.dspex_p99_us"],
+        "µs",
+        Some(s["overhead.ratio_p99"]),
+    );
+    row(
+        "  (Python's own async path, p50)",
+        Some(s["overhead.python_async_p50_us"]),
+        s["overhead.dspex_p50_us"],
+        "µs",
+        Some(s["overhead.dspex_p50_us"] / s["overhead.python_async_p50_us"]),
+    );
+    row(
+        "orchestration 256 @16, 20 ms LM (ideal 320)",
+        Some(s["orchestration.python_ms"]),
+        s["orchestration.dspex_ms"],
+        "ms",
+        Some(s["orchestration.dspex_ms"] / s["orchestration.ideal_ms"]),
+    );
+    row(
+        "orchestration 4096 @512, 4 workers (ideal 160)",
+        None,
+        s["orchestration_large.dspex_ms"],
+        "ms",
+        Some(s["orchestration_large.dspex_ms"] / s["orchestration_large.ideal_ms"]),
+    );
+    row(
+        "startup, 1 worker",
+        None,
+        s["startup.workers_1_ms"],
+        "ms",
+        None,
+    );
+    row(
+        "startup, 4 workers",
+        None,
+        s["startup.workers_4_ms"],
+        "ms",
+        Some(s["startup.workers_4_ms"] / s["startup.workers_1_ms"]),
+    );
+    row(
+        "startup, 8 workers",
+        None,
+        s["startup.workers_8_ms"],
+        "ms",
+        Some(s["startup.workers_8_ms"] / s["startup.workers_1_ms"]),
+    );
+    row(
+        "replace one crashed worker",
+        None,
+        s["startup.replace_ms"],
+        "ms",
+        None,
+    );
+    row(
+        "throughput @64, 1 worker",
+        None,
+        s["throughput.workers_1_per_s"],
+        "/s",
+        None,
+    );
+    row(
+        "throughput @64, 2 workers",
+        None,
+        s["throughput.workers_2_per_s"],
+        "/s",
+        Some(s["throughput.ratio_2_to_1"]),
+    );
+    row(
+        "memory: pool of 4, RSS",
+        None,
+        s["memory.pool_4_rss_mb"],
+        "MB",
+        None,
+    );
+    row(
+        "memory: pool of 4, PSS",
+        None,
+        s["memory.pool_4_pss_mb"],
+        "MB",
+        None,
+    );
+    row(
+        "memory: PSS per worker",
+        None,
+        s["memory.pss_per_worker_mb"],
+        "MB",
+        None,
+    );
+    println!("(ratios: dspex / Python, or dspex / ideal, or N workers / 1 worker)");
+}
+
+#[tokio::main]
+async fn main() {
+    let environment = tokio::task::spawn_blocking(|| {
+        PythonEnvironment::resolve(&EnvironmentOptions::default()).expect("Python environment")
+    })
+    .await
+    .expect("provisioning");
+    let mut summary = Summary(BTreeMap::new());
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let started = Instant::now();
+    if wanted("overhead") {
+        overhead(&environment, &mut summary).await;
+    }
+    if wanted("orchestration") {
+        orchestration(&environment, &mut summary).await;
+    }
+    if wanted("startup") {
+        startup(&mut summary).await;
+    }
+    if wanted("throughput") {
+        throughput(&mut summary).await;
+    }
+    if wanted("memory") {
+        memory(&mut summary).await;
+    }
+    if only.is_empty() {
+        print_table(&summary);
+    } else {
+        for (key, value) in &summary.0 {
+            println!("{key} = {value}");
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
+    std::fs::create_dir_all(&dir).expect("target dir");
+    let json = serde_json::to_string_pretty(&summary.0).expect("json");
+    std::fs::write(dir.join("summary.json"), json).expect("summary.json");
+    println!(
+        "wrote {} ({:.0} s)",
+        dir.join("summary.json").display(),
+        started.elapsed().as_secs_f64()
+    );
+}
