@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dspex::__private::Map;
+use dspex::Value;
 use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
-use dspex::Value;
 use tokio::sync::Semaphore;
 
 /// Answer the question from the context.

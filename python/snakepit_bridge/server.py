@@ -501,6 +501,9 @@ def create_server(servicer: BridgeServicer) -> grpc.aio.Server:
 async def serve(args: argparse.Namespace) -> None:
     for module in args.imports:
         importlib.import_module(module)
+    # gRPC's completion-queue thread needs the GIL to deliver each reply; with Python's default
+    # 5 ms switch interval a CPU-bound call on the event loop can keep it waiting that long.
+    sys.setswitchinterval(float(os.environ.get("SNAKEPIT_SWITCH_INTERVAL", "0.0005")))
     servicer = BridgeServicer(args.worker_id, args.run_id)
     if servicer.dspy.has_default_lm():
         # A pool with an LM will run DSPy: import it (about 0.6 s) before saying ready, so the
