@@ -89,13 +89,17 @@ fn sleepy_lm(delay_ms: f64) -> Lm {
 }
 
 async fn start(workers: usize, lm: Lm, in_flight: usize) -> Dspex {
+    start_with(workers, lm, in_flight, true).await
+}
+
+async fn start_with(workers: usize, lm: Lm, in_flight: usize, fork_server: bool) -> Dspex {
     Dspex::builder()
         .lm(lm)
         .workers(workers)
         .python_path(bench_python_dir())
         .import("dspex_bench_lm")
         .bridge(|b| {
-            b.pool(|p| {
+            b.fork_server(fork_server).pool(|p| {
                 p.max_in_flight_per_worker(in_flight)
                     .queue_size(1 << 16)
                     .request_timeout(Some(Duration::from_secs(300)))
@@ -201,16 +205,18 @@ async fn orchestration(environment: &PythonEnvironment, summary: &mut Summary) {
 }
 
 async fn startup(summary: &mut Summary) {
-    for workers in [1, 4, 8] {
-        let mut samples = Vec::new();
-        for _ in 0..3 {
-            let started = Instant::now();
-            let dspex = start(workers, sleepy_lm(0.0), 64).await;
-            samples.push(started.elapsed().as_secs_f64() * 1e3);
-            dspex.shutdown().await.expect("shutdown");
+    for (fork_server, prefix) in [(true, "startup.workers"), (false, "startup.spawn_workers")] {
+        for workers in [1, 4, 8] {
+            let mut samples = Vec::new();
+            for _ in 0..3 {
+                let started = Instant::now();
+                let dspex = start_with(workers, sleepy_lm(0.0), 64, fork_server).await;
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+                dspex.shutdown().await.expect("shutdown");
+            }
+            samples.sort_by(f64::total_cmp);
+            summary.set(&format!("{prefix}_{workers}_ms"), samples[1]);
         }
-        samples.sort_by(f64::total_cmp);
-        summary.set(&format!("startup.workers_{workers}_ms"), samples[1]);
     }
     let dspex = start(2, sleepy_lm(0.0), 64).await;
     let pool = dspex.bridge().pool();
@@ -264,22 +270,62 @@ fn memory_of(pid: u32) -> (f64, f64) {
     )
 }
 
-async fn memory(summary: &mut Summary) {
-    let dspex = start(4, sleepy_lm(0.0), 64).await;
+/// Total PSS in MB of a pool of `workers`: the forked workers, their shims and the fork server.
+async fn pool_memory(workers: usize, summary: Option<&mut Summary>) -> f64 {
+    let dspex = start(workers, sleepy_lm(0.0), 64).await;
     fan_out(&dspex, 64, 16).await; // every worker has run DSPy
-    let mut total_rss = 0.0;
-    let mut total_pss = 0.0;
-    for (i, worker) in dspex.bridge().pool().workers().iter().enumerate() {
-        let (rss, pss) = memory_of(worker.pid.expect("a pid"));
-        summary.set(&format!("memory.worker_{i}_rss_mb"), rss);
-        summary.set(&format!("memory.worker_{i}_pss_mb"), pss);
-        total_rss += rss;
-        total_pss += pss;
+    let pool = dspex.bridge().pool();
+    // Holding one checkout per worker gives each worker's connection (the least-loaded rule
+    // spreads them), and so the forked worker's own pid.
+    let mut checkouts = Vec::new();
+    for _ in 0..workers {
+        checkouts.push(pool.checkout().await.expect("checkout"));
     }
-    summary.set("memory.pool_4_rss_mb", total_rss);
-    summary.set("memory.pool_4_pss_mb", total_pss);
-    summary.set("memory.pss_per_worker_mb", total_pss / 4.0);
+    let mut pids: Vec<u32> = checkouts.iter().map(|c| c.connection().pid()).collect();
+    drop(checkouts);
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), workers, "one pid per worker");
+    let mut total = 0.0;
+    let mut rows = Vec::new();
+    for (i, pid) in pids.iter().enumerate() {
+        let (rss, pss) = memory_of(*pid);
+        rows.push((format!("memory.worker_{i}_rss_mb"), rss));
+        rows.push((format!("memory.worker_{i}_pss_mb"), pss));
+        total += pss;
+    }
+    // The shims and the fork server (the fork server's command line names the socket directory).
+    let socket_dir = pool.adapter().socket_dir().to_string_lossy().into_owned();
+    let mut others = 0.0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(
+            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
+        )
+        .into_owned();
+        if cmdline.contains(&socket_dir) && !pids.contains(&pid) {
+            others += memory_of(pid).1;
+        }
+    }
+    total += others;
+    if let Some(summary) = summary {
+        for (key, value) in rows {
+            summary.set(&key, value);
+        }
+        summary.set("memory.fork_server_and_shims_pss_mb", others);
+        summary.set(&format!("memory.pool_{workers}_pss_mb"), total);
+    }
     dspex.shutdown().await.expect("shutdown");
+    total
+}
+
+async fn memory(summary: &mut Summary) {
+    let one = pool_memory(1, None).await;
+    let four = pool_memory(4, Some(summary)).await;
+    summary.set("memory.pool_1_pss_mb", one);
+    summary.set("memory.pss_per_extra_worker_mb", (four - one) / 3.0);
 }
 
 fn print_table(summary: &Summary) {

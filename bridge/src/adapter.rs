@@ -88,9 +88,18 @@ impl WorkerConnection {
     }
 }
 
+/// A pre-warmed Python process that has imported DSPy and gRPC and forks workers on request.
+#[derive(Debug)]
+struct ForkServer {
+    control: PathBuf,
+    // Killed at shutdown or when the adapter (and so the pool) goes; its workers die with it.
+    process: std::sync::Mutex<Option<tokio::process::Child>>,
+}
+
 /// Starts `python -m snakepit_bridge.server` workers and connects to them over gRPC.
 #[derive(Debug)]
 pub struct GrpcPythonAdapter {
+    fork_server: Option<ForkServer>,
     environment: PythonEnvironment,
     python_path: OsString,
     imports: Vec<String>,
@@ -121,6 +130,7 @@ impl GrpcPythonAdapter {
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
         Ok(GrpcPythonAdapter {
+            fork_server: None,
             python_path: environment.python_path(python_path),
             environment,
             imports,
@@ -154,6 +164,80 @@ impl GrpcPythonAdapter {
         self.env
             .push((variable.to_owned(), path.to_string_lossy().into_owned()));
         Ok(())
+    }
+
+    /// Starts a fork server: one Python process imports DSPy and gRPC once, and every worker is
+    /// forked from it (tens of milliseconds instead of a cold interpreter, and shared pages). The
+    /// pool then supervises a small shim per worker that lives and dies with it.
+    pub async fn start_fork_server(&mut self, timeout: Duration) -> Result<(), BoxError> {
+        let control = self.socket_dir.path().join("fork.sock");
+        let mut command = tokio::process::Command::new(self.environment.python());
+        command
+            .args(["-m", "snakepit_bridge.forkserver", "--control"])
+            .arg(&control)
+            .env("PYTHONPATH", &self.python_path)
+            .env("PYTHONUNBUFFERED", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut process = command.spawn()?;
+        let stdout = process.stdout.take().ok_or("no stdout")?;
+        let stderr = process.stderr.take().ok_or("no stderr")?;
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(target: "snakepit::worker_output", stream = "forkserver", "{line}");
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(timeout, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.trim() == "FORKSERVER_READY" {
+                    return Ok::<bool, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        match ready {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Err("the fork server exited before it was ready".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(format!("the fork server was not ready within {timeout:?}").into());
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.fork_server = Some(ForkServer {
+            control,
+            process: std::sync::Mutex::new(Some(process)),
+        });
+        Ok(())
+    }
+
+    /// Stops the fork server (its remaining workers die with it). Called at shutdown.
+    pub fn stop_fork_server(&self) {
+        if let Some(fork) = &self.fork_server {
+            let process = fork
+                .process
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(mut process) = process {
+                let _ = process.start_kill();
+                tokio::spawn(async move {
+                    let _ = process.wait().await;
+                });
+            }
+        }
+    }
+
+    /// Whether workers are forked from a fork server.
+    pub fn uses_fork_server(&self) -> bool {
+        self.fork_server.is_some()
     }
 
     /// The private directory holding the workers' sockets.
@@ -202,8 +286,21 @@ impl Adapter for GrpcPythonAdapter {
     type Connection = WorkerConnection;
 
     fn command(&self, ctx: &WorkerContext) -> Result<WorkerCommand, BoxError> {
-        let mut command = WorkerCommand::new(self.environment.python())
-            .args(["-m", "snakepit_bridge.server"])
+        let command = WorkerCommand::new(self.environment.python());
+        let command = match &self.fork_server {
+            Some(fork) => command
+                .arg("-S")
+                .arg(
+                    self.environment
+                        .package_root()
+                        .join("snakepit_bridge")
+                        .join("forkshim.py"),
+                )
+                .arg(&fork.control)
+                .arg("--"),
+            None => command.args(["-m", "snakepit_bridge.server"]),
+        };
+        let mut command = command
             .args(["--run-id", &ctx.run_id])
             .arg("--worker-id")
             .arg(format!("{}.{}", ctx.id.slot, ctx.id.generation))

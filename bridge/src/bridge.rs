@@ -72,6 +72,7 @@ pub struct BridgeBuilder {
     transport: Transport,
     env: Vec<(String, String)>,
     lm: Option<crate::api::dspy::Lm>,
+    fork_server: bool,
 }
 
 impl Default for BridgeBuilder {
@@ -88,6 +89,7 @@ impl Default for BridgeBuilder {
             transport: Transport::default(),
             env: Vec::new(),
             lm: None,
+            fork_server: false,
         }
     }
 }
@@ -142,6 +144,14 @@ impl BridgeBuilder {
         self
     }
 
+    /// Forks workers from a pre-warmed Python process that has imported DSPy and gRPC once
+    /// (fast start and replacement, shared memory pages) instead of starting each interpreter
+    /// cold. Default: off (each worker is a plain `python` process).
+    pub fn fork_server(mut self, enabled: bool) -> Self {
+        self.fork_server = enabled;
+        self
+    }
+
     /// An environment variable for every worker.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -168,6 +178,14 @@ impl BridgeBuilder {
             adapter
                 .set_worker_file("SNAKEPIT_DSPY_LM_FILE", "lm.pb", &lm.to_bytes())
                 .map_err(|e| BridgeError::Protocol(format!("cannot write the LM settings: {e}")))?;
+        }
+        if self.fork_server {
+            adapter
+                .start_fork_server(config.startup_timeout)
+                .await
+                .map_err(|e| {
+                    BridgeError::Protocol(format!("the fork server did not start: {e}"))
+                })?;
         }
         let pool = Pool::start(adapter, config).await?;
         Ok(Bridge {
@@ -213,6 +231,7 @@ impl Bridge {
     /// Stops every worker and waits until they are gone.
     pub async fn shutdown(&self) -> Result<()> {
         self.pool.shutdown().await?;
+        self.pool.adapter().stop_fork_server();
         Ok(())
     }
 

@@ -246,3 +246,128 @@ fn the_managed_environment_is_built_once_from_a_cold_cache_even_when_raced_and_r
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_behind() {
+    use snakepit_grpc_bridge::api::dspy::{FieldType, Lm, SignatureSpec};
+    run(async {
+        let lm = Lm::dummy(vec![Value::Map(args([("answer", "forked")]))]);
+        let bridge = builder()
+            .workers(2)
+            .fork_server(true)
+            .lm(lm)
+            .start()
+            .await
+            .unwrap();
+        assert!(bridge.pool().adapter().uses_fork_server());
+        // The pool supervises the shims; each worker is a child of the fork server.
+        let identity = bridge.ping().await.unwrap();
+        let shims: Vec<u32> = bridge
+            .pool()
+            .workers()
+            .iter()
+            .map(|w| w.pid.unwrap())
+            .collect();
+        assert!(
+            !shims.contains(&identity.pid),
+            "the worker is not the shim itself"
+        );
+        assert_eq!(
+            bridge
+                .call_tool("add", args([("a", 1), ("b", 2)]))
+                .await
+                .unwrap(),
+            Value::Int(3)
+        );
+        let qa = SignatureSpec::new("QA")
+            .input("question", FieldType::String)
+            .output("answer", FieldType::String);
+        let out = bridge
+            .predict(&qa, args([("question", "q")]))
+            .await
+            .unwrap();
+        assert_eq!(out.outputs["answer"], Value::from("forked"));
+
+        // A forked worker killed mid-call: typed error, replacement, and its shim is gone too.
+        let session = bridge.create_session().await.unwrap();
+        let worker = session
+            .call_tool("whoami", Map::new())
+            .await
+            .unwrap()
+            .as_map()
+            .unwrap()["pid"]
+            .as_i64()
+            .unwrap();
+        let call = tokio::spawn(async move {
+            let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
+            (outcome, session)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::process::Command::new("kill")
+            .args(["-9", &worker.to_string()])
+            .status()
+            .unwrap();
+        let (outcome, _session) = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call returns")
+            .unwrap();
+        match outcome {
+            Err(BridgeError::Pool(PoolError::WorkerCrashed { exit, .. })) => {
+                assert_eq!(exit.signal(), Some(libc::SIGKILL), "{exit}")
+            }
+            other => panic!("expected WorkerCrashed, got {other:?}"),
+        }
+        bridge.pool().await_ready().await.unwrap();
+        assert_eq!(
+            bridge.call_tool("add", args([("a", 2)])).await.unwrap(),
+            Value::Int(3)
+        );
+
+        // Killing a shim (as a health check would) takes its worker along.
+        let shim = bridge.pool().workers()[1].pid.unwrap();
+        let before = bridge.ping().await.unwrap().pid;
+        std::process::Command::new("kill")
+            .args(["-9", &shim.to_string()])
+            .status()
+            .unwrap();
+        bridge.pool().await_ready().await.unwrap();
+        let _ = before;
+
+        // After shutdown nothing forked from the fork server is left: they all carry its command
+        // line, which names the private socket directory.
+        let socket_dir = bridge
+            .pool()
+            .adapter()
+            .socket_dir()
+            .to_string_lossy()
+            .into_owned();
+        let forked = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .filter(|e| {
+                    let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmdline).contains(&socket_dir) && !stat.contains(") Z")
+                })
+                .count()
+        };
+        assert_eq!(forked(), 3, "the fork server and its two workers");
+        bridge.shutdown().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while forked() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} forked processes left",
+                forked()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
