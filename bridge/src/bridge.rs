@@ -89,7 +89,7 @@ impl Default for BridgeBuilder {
             transport: Transport::default(),
             env: Vec::new(),
             lm: None,
-            fork_server: false,
+            fork_server: true,
         }
     }
 }
@@ -146,7 +146,8 @@ impl BridgeBuilder {
 
     /// Forks workers from a pre-warmed Python process that has imported DSPy and gRPC once
     /// (fast start and replacement, shared memory pages) instead of starting each interpreter
-    /// cold. Default: off (each worker is a plain `python` process).
+    /// cold. Default: on; if the fork server cannot start, workers are spawned plainly (with a
+    /// warning). `false` always spawns plain `python` processes.
     pub fn fork_server(mut self, enabled: bool) -> Self {
         self.fork_server = enabled;
         self

@@ -15,7 +15,10 @@ use snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport, Value, args};
 #[test]
 fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
     run(async {
-        let bridge = builder().workers(2).start().await.unwrap();
+        // Plain spawn (the fork server's fallback) here; the fork-server test below covers the same
+        // crash with forked workers.
+        let bridge = builder().workers(2).fork_server(false).start().await.unwrap();
+        assert!(!bridge.pool().adapter().uses_fork_server());
         let session = bridge.create_session().await.unwrap();
         let info = session.call_tool("whoami", Map::new()).await.unwrap();
         let pid = info.as_map().unwrap()["pid"].as_i64().unwrap();
@@ -96,14 +99,26 @@ fn workers_listen_on_unix_sockets_in_a_private_directory_and_never_on_tcp() {
         let dir = bridge.pool().adapter().socket_dir().to_owned();
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "socket directory {}", dir.display());
-        let sockets: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        let sockets: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('w'))
+            .collect();
         assert_eq!(sockets.len(), 2, "one socket per worker");
         let listening = listening_tcp_inodes();
-        for worker in bridge.pool().workers() {
-            let pid = worker.pid.unwrap();
+        // The Python workers themselves (forked from the fork server), their shims, and the fork
+        // server: none listens on TCP.
+        let checkouts = [
+            bridge.pool().checkout().await.unwrap(),
+            bridge.pool().checkout().await.unwrap(),
+        ];
+        let mut pids: Vec<u32> = checkouts.iter().map(|c| c.connection().pid()).collect();
+        drop(checkouts);
+        pids.extend(bridge.pool().workers().iter().map(|w| w.pid.unwrap()));
+        for pid in pids {
             let open = socket_inodes(pid);
             assert!(!open.is_empty());
-            assert!(open.is_disjoint(&listening), "worker {pid} listens on TCP");
+            assert!(open.is_disjoint(&listening), "process {pid} listens on TCP");
         }
         bridge.shutdown().await.unwrap();
     })

@@ -19,14 +19,11 @@ fn workers_answer_with_their_identity_and_tools() {
         assert_eq!(me.protocol, "snakepit.bridge.v1");
         assert_eq!(me.package_version, "0.1.0");
         assert!(me.python_version.starts_with("3."), "{}", me.python_version);
-        let pids: Vec<_> = bridge
-            .pool()
-            .workers()
-            .iter()
-            .map(|w| w.pid.unwrap())
-            .collect();
-        assert!(pids.contains(&me.pid));
-        assert!(me.worker_id.ends_with(".0"), "{}", me.worker_id);
+        // The worker id is `slot.generation` of a live pool worker, and its pid a live process.
+        let (slot, generation) = me.worker_id.split_once('.').expect("slot.generation");
+        let worker = &bridge.pool().workers()[slot.parse::<usize>().unwrap()];
+        assert_eq!(worker.id.generation, generation.parse::<u64>().unwrap());
+        assert!(std::path::Path::new(&format!("/proc/{}", me.pid)).exists());
         let tools = bridge.list_tools().await.unwrap();
         let names: Vec<_> = tools.iter().map(|t| t.name.as_str()).collect();
         for expected in [
