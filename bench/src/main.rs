@@ -328,117 +328,151 @@ async fn memory(summary: &mut Summary) {
     summary.set("memory.pss_per_extra_worker_mb", (four - one) / 3.0);
 }
 
+/// (what, Python key, dspex key, unit, ratio as (numerator key, denominator key)).
+type Row = (
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
 fn print_table(summary: &Summary) {
     let s = &summary.0;
-    let row = |what: &str, python: Option<f64>, dspex: f64, unit: &str, ratio: Option<f64>| {
-        let python = python.map_or("—".to_owned(), |p| format!("{p:.1}"));
-        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}"));
-        println!("{what:<46} {python:>12} {dspex:>12.1} {unit:<6} {ratio:>8}");
-    };
+    let get = |key: &str| s.get(key).copied();
+    let rows: &[Row] = &[
+        (
+            "overhead p50 (sequential Predict, DummyLM)",
+            Some("overhead.python_p50_us"),
+            "overhead.dspex_p50_us",
+            "µs",
+            Some(("overhead.dspex_p50_us", "overhead.python_p50_us")),
+        ),
+        (
+            "overhead p99",
+            Some("overhead.python_p99_us"),
+            "overhead.dspex_p99_us",
+            "µs",
+            Some(("overhead.dspex_p99_us", "overhead.python_p99_us")),
+        ),
+        (
+            "  (Python's own async path, p50)",
+            Some("overhead.python_async_p50_us"),
+            "overhead.dspex_p50_us",
+            "µs",
+            Some(("overhead.dspex_p50_us", "overhead.python_async_p50_us")),
+        ),
+        (
+            "orchestration 256 @16, 20 ms LM (ideal 320)",
+            Some("orchestration.python_ms"),
+            "orchestration.dspex_ms",
+            "ms",
+            Some(("orchestration.dspex_ms", "orchestration.ideal_ms")),
+        ),
+        (
+            "orchestration 4096 @512, 4 workers (ideal 160)",
+            None,
+            "orchestration_large.dspex_ms",
+            "ms",
+            Some((
+                "orchestration_large.dspex_ms",
+                "orchestration_large.ideal_ms",
+            )),
+        ),
+        (
+            "startup, 1 worker (fork server)",
+            None,
+            "startup.workers_1_ms",
+            "ms",
+            None,
+        ),
+        (
+            "startup, 4 workers",
+            None,
+            "startup.workers_4_ms",
+            "ms",
+            Some(("startup.workers_4_ms", "startup.workers_1_ms")),
+        ),
+        (
+            "startup, 8 workers",
+            None,
+            "startup.workers_8_ms",
+            "ms",
+            Some(("startup.workers_8_ms", "startup.workers_1_ms")),
+        ),
+        (
+            "  plain spawn, 1 worker",
+            None,
+            "startup.spawn_workers_1_ms",
+            "ms",
+            None,
+        ),
+        (
+            "  plain spawn, 8 workers",
+            None,
+            "startup.spawn_workers_8_ms",
+            "ms",
+            Some(("startup.spawn_workers_8_ms", "startup.spawn_workers_1_ms")),
+        ),
+        (
+            "replace one crashed worker",
+            None,
+            "startup.replace_ms",
+            "ms",
+            None,
+        ),
+        (
+            "throughput @64, 1 worker",
+            None,
+            "throughput.workers_1_per_s",
+            "/s",
+            None,
+        ),
+        (
+            "throughput @64, 2 workers",
+            None,
+            "throughput.workers_2_per_s",
+            "/s",
+            Some(("throughput.workers_2_per_s", "throughput.workers_1_per_s")),
+        ),
+        (
+            "memory: pool of 1, PSS (worker, shim, fork server)",
+            None,
+            "memory.pool_1_pss_mb",
+            "MB",
+            None,
+        ),
+        (
+            "memory: pool of 4, PSS",
+            None,
+            "memory.pool_4_pss_mb",
+            "MB",
+            None,
+        ),
+        (
+            "memory: PSS per extra worker",
+            None,
+            "memory.pss_per_extra_worker_mb",
+            "MB",
+            None,
+        ),
+    ];
     println!(
-        "\n{:<46} {:>12} {:>12} {:<6} {:>8}",
+        "\n{:<52} {:>12} {:>12} {:<4} {:>8}",
         "measurement", "Python DSPy", "dspex", "unit", "ratio"
     );
-    println!("{}", "-".repeat(88));
-    row(
-        "overhead p50 (sequential Predict, DummyLM)",
-        Some(s["overhead.python_p50_us"]),
-        s["overhead.dspex_p50_us"],
-        "µs",
-        Some(s["overhead.ratio_p50"]),
-    );
-    row(
-        "overhead p99",
-        Some(s["overhead.python_p99_us"]),
-        s["overhead.dspex_p99_us"],
-        "µs",
-        Some(s["overhead.ratio_p99"]),
-    );
-    row(
-        "  (Python's own async path, p50)",
-        Some(s["overhead.python_async_p50_us"]),
-        s["overhead.dspex_p50_us"],
-        "µs",
-        Some(s["overhead.dspex_p50_us"] / s["overhead.python_async_p50_us"]),
-    );
-    row(
-        "orchestration 256 @16, 20 ms LM (ideal 320)",
-        Some(s["orchestration.python_ms"]),
-        s["orchestration.dspex_ms"],
-        "ms",
-        Some(s["orchestration.dspex_ms"] / s["orchestration.ideal_ms"]),
-    );
-    row(
-        "orchestration 4096 @512, 4 workers (ideal 160)",
-        None,
-        s["orchestration_large.dspex_ms"],
-        "ms",
-        Some(s["orchestration_large.dspex_ms"] / s["orchestration_large.ideal_ms"]),
-    );
-    row(
-        "startup, 1 worker",
-        None,
-        s["startup.workers_1_ms"],
-        "ms",
-        None,
-    );
-    row(
-        "startup, 4 workers",
-        None,
-        s["startup.workers_4_ms"],
-        "ms",
-        Some(s["startup.workers_4_ms"] / s["startup.workers_1_ms"]),
-    );
-    row(
-        "startup, 8 workers",
-        None,
-        s["startup.workers_8_ms"],
-        "ms",
-        Some(s["startup.workers_8_ms"] / s["startup.workers_1_ms"]),
-    );
-    row(
-        "replace one crashed worker",
-        None,
-        s["startup.replace_ms"],
-        "ms",
-        None,
-    );
-    row(
-        "throughput @64, 1 worker",
-        None,
-        s["throughput.workers_1_per_s"],
-        "/s",
-        None,
-    );
-    row(
-        "throughput @64, 2 workers",
-        None,
-        s["throughput.workers_2_per_s"],
-        "/s",
-        Some(s["throughput.ratio_2_to_1"]),
-    );
-    row(
-        "memory: pool of 4, RSS",
-        None,
-        s["memory.pool_4_rss_mb"],
-        "MB",
-        None,
-    );
-    row(
-        "memory: pool of 4, PSS",
-        None,
-        s["memory.pool_4_pss_mb"],
-        "MB",
-        None,
-    );
-    row(
-        "memory: PSS per worker",
-        None,
-        s["memory.pss_per_worker_mb"],
-        "MB",
-        None,
-    );
-    println!("(ratios: dspex / Python, or dspex / ideal, or N workers / 1 worker)");
+    println!("{}", "-".repeat(92));
+    for (what, python, dspex, unit, ratio) in rows {
+        let Some(value) = get(dspex) else { continue };
+        let python = python
+            .and_then(get)
+            .map_or("—".to_owned(), |p| format!("{p:.1}"));
+        let ratio = ratio
+            .and_then(|(a, b)| Some(get(a)? / get(b)?))
+            .map_or(String::new(), |r| format!("{r:.2}"));
+        println!("{what:<52} {python:>12} {value:>12.1} {unit:<4} {ratio:>8}");
+    }
+    println!("(ratios: dspex / Python, dspex / ideal, or N workers / 1 worker)");
 }
 
 #[tokio::main]
@@ -467,17 +501,11 @@ async fn main() {
     if wanted("memory") {
         memory(&mut summary).await;
     }
-    if only.is_empty() {
-        print_table(&summary);
-    } else {
-        for (key, value) in &summary.0 {
-            println!("{key} = {value}");
-        }
-    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
     std::fs::create_dir_all(&dir).expect("target dir");
     let json = serde_json::to_string_pretty(&summary.0).expect("json");
     std::fs::write(dir.join("summary.json"), json).expect("summary.json");
+    print_table(&summary);
     println!(
         "wrote {} ({:.0} s)",
         dir.join("summary.json").display(),

@@ -17,7 +17,12 @@ fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
     run(async {
         // Plain spawn (the fork server's fallback) here; the fork-server test below covers the same
         // crash with forked workers.
-        let bridge = builder().workers(2).fork_server(false).start().await.unwrap();
+        let bridge = builder()
+            .workers(2)
+            .fork_server(false)
+            .start()
+            .await
+            .unwrap();
         assert!(!bridge.pool().adapter().uses_fork_server());
         let session = bridge.create_session().await.unwrap();
         let info = session.call_tool("whoami", Map::new()).await.unwrap();
