@@ -9,8 +9,36 @@ use std::time::Duration;
 
 use common::{builder, run};
 use snakepit::PoolError;
+use snakepit_grpc_bridge::api::sessions::Session;
 use snakepit_grpc_bridge::environment::{EnvironmentError, EnvironmentOptions, PythonEnvironment};
 use snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport, Value, args};
+
+/// Kills the worker of `session` with SIGKILL in the middle of a long call, checks that the call
+/// ends at once with a typed crash error, and gives the session back.
+async fn kill_mid_call(session: Session) -> Session {
+    let info = session.call_tool("whoami", Map::new()).await.unwrap();
+    let pid = info.as_map().unwrap()["pid"].as_i64().unwrap();
+    let call = tokio::spawn(async move {
+        let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
+        (outcome, session)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (outcome, session) = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call returns, it does not hang")
+        .unwrap();
+    match outcome {
+        Err(BridgeError::Pool(PoolError::WorkerCrashed { exit, .. })) => {
+            assert_eq!(exit.signal(), Some(libc::SIGKILL), "{exit}")
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    session
+}
 
 #[test]
 fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
@@ -24,28 +52,7 @@ fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
             .await
             .unwrap();
         assert!(!bridge.pool().adapter().uses_fork_server());
-        let session = bridge.create_session().await.unwrap();
-        let info = session.call_tool("whoami", Map::new()).await.unwrap();
-        let pid = info.as_map().unwrap()["pid"].as_i64().unwrap();
-        let call = tokio::spawn(async move {
-            let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
-            (outcome, session)
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
-        let (outcome, session) = tokio::time::timeout(Duration::from_secs(10), call)
-            .await
-            .expect("the call returns, it does not hang")
-            .unwrap();
-        match outcome {
-            Err(BridgeError::Pool(PoolError::WorkerCrashed { exit, .. })) => {
-                assert_eq!(exit.signal(), Some(libc::SIGKILL), "{exit}")
-            }
-            other => panic!("expected WorkerCrashed, got {other:?}"),
-        }
+        let session = kill_mid_call(bridge.create_session().await.unwrap()).await;
         bridge.pool().await_ready().await.unwrap();
         assert_eq!(bridge.pool().stats().restarts, 1);
         // The session's state died with its worker: it is told so, not moved.
@@ -309,34 +316,7 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
         assert_eq!(out.outputs["answer"], Value::from("forked"));
 
         // A forked worker killed mid-call: typed error, replacement, and its shim is gone too.
-        let session = bridge.create_session().await.unwrap();
-        let worker = session
-            .call_tool("whoami", Map::new())
-            .await
-            .unwrap()
-            .as_map()
-            .unwrap()["pid"]
-            .as_i64()
-            .unwrap();
-        let call = tokio::spawn(async move {
-            let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
-            (outcome, session)
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        std::process::Command::new("kill")
-            .args(["-9", &worker.to_string()])
-            .status()
-            .unwrap();
-        let (outcome, _session) = tokio::time::timeout(Duration::from_secs(10), call)
-            .await
-            .expect("the call returns")
-            .unwrap();
-        match outcome {
-            Err(BridgeError::Pool(PoolError::WorkerCrashed { exit, .. })) => {
-                assert_eq!(exit.signal(), Some(libc::SIGKILL), "{exit}")
-            }
-            other => panic!("expected WorkerCrashed, got {other:?}"),
-        }
+        let _session = kill_mid_call(bridge.create_session().await.unwrap()).await;
         bridge.pool().await_ready().await.unwrap();
         assert_eq!(
             bridge.call_tool("add", args([("a", 2)])).await.unwrap(),
@@ -353,8 +333,8 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
         bridge.pool().await_ready().await.unwrap();
         let _ = before;
 
-        // After shutdown nothing forked from the fork server is left: they all carry its command
-        // line, which names the private socket directory.
+        // After shutdown nothing is left: the fork server, the workers it forked (which carry its
+        // command line) and the shims all name the private socket directory on theirs.
         let socket_dir = bridge
             .pool()
             .adapter()
@@ -378,7 +358,10 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
                 })
                 .count()
         };
-        assert_eq!(forked(), 3, "the fork server and its two workers");
+        assert!(
+            forked() >= 5,
+            "the fork server, its two workers and their two shims"
+        );
         bridge.shutdown().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while forked() > 0 {
