@@ -358,9 +358,10 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
                 })
                 .count()
         };
+        let before = forked();
         assert!(
-            forked() >= 5,
-            "the fork server, its two workers and their two shims"
+            before >= 3,
+            "the fork server and its two workers (and their shims): {before}"
         );
         bridge.shutdown().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
