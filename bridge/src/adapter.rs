@@ -67,6 +67,7 @@ fn current_uid() -> u32 {
 #[derive(Debug, Clone)]
 pub struct WorkerConnection {
     pub(crate) client: BridgeServiceClient<Channel>,
+    pub(crate) fast: Option<std::sync::Arc<crate::fast::FastConnection>>,
     pub(crate) info: PingResponse,
     pub(crate) address: String,
 }
@@ -310,8 +311,14 @@ impl Adapter for GrpcPythonAdapter {
         command = match self.transport {
             Transport::UnixSocket => {
                 let socket = self.socket_path(ctx.id);
+                let fast = socket.with_extension("fast");
                 let _ = std::fs::remove_file(&socket);
-                command.arg("--socket").arg(socket)
+                let _ = std::fs::remove_file(&fast);
+                command
+                    .arg("--socket")
+                    .arg(socket)
+                    .arg("--fast-socket")
+                    .arg(fast)
             }
             Transport::TcpLoopback => command.args(["--port", "0"]),
         };
@@ -366,8 +373,18 @@ impl Adapter for GrpcPythonAdapter {
             )
             .into());
         }
+        let fast = match self.transport {
+            Transport::UnixSocket => Some(std::sync::Arc::new(
+                crate::fast::FastConnection::connect(
+                    &self.socket_path(ctx.id).with_extension("fast"),
+                )
+                .await?,
+            )),
+            Transport::TcpLoopback => None,
+        };
         Ok(WorkerConnection {
             client,
+            fast,
             info,
             address,
         })

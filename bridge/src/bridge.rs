@@ -288,6 +288,48 @@ impl Bridge {
         }
     }
 
+    /// Runs a DSPy call on the worker's fast path (protobuf frames on a multiplexed Unix-socket
+    /// connection) when it has one, else as the gRPC call `grpc`.
+    pub(crate) async fn call_fast<M, F, Fut>(
+        &self,
+        session: Option<&str>,
+        method: u8,
+        request: M,
+        grpc: F,
+    ) -> Result<crate::proto::CallResponse>
+    where
+        M: prost::Message,
+        F: FnOnce(Client, M) -> Fut,
+        Fut: Future<
+            Output = std::result::Result<
+                tonic::Response<crate::proto::CallResponse>,
+                tonic::Status,
+            >,
+        >,
+    {
+        let checkout = self.checkout(session).await?;
+        let Some(fast) = checkout.connection().fast.clone() else {
+            let client = checkout.connection().client.clone();
+            return match checkout.run(grpc(client, request)).await? {
+                Ok(response) => Ok(response.into_inner()),
+                Err(status) => Err(self.failure(&checkout, status).await),
+            };
+        };
+        let bytes = request.encode_to_vec();
+        match checkout.run(fast.call(method, &bytes)).await? {
+            Ok(payload) => prost::Message::decode(payload.as_slice())
+                .map_err(|e| BridgeError::Protocol(format!("a malformed fast-path response: {e}"))),
+            Err(message) => match checkout.exit_within(self.inner.crash_grace).await {
+                Some(exit) => Err(PoolError::WorkerCrashed {
+                    worker: checkout.worker(),
+                    exit,
+                }
+                .into()),
+                None => Err(BridgeError::Protocol(format!("fast path: {message}"))),
+            },
+        }
+    }
+
     /// The connection of the worker that serves `session`, for long-lived streams that should not
     /// hold a request slot.
     pub(crate) async fn connection(&self, session: &str) -> Result<WorkerConnection> {

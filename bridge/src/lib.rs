@@ -36,6 +36,7 @@ mod convert;
 mod embedded;
 pub mod environment;
 mod error;
+mod fast;
 mod value;
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -518,6 +518,11 @@ async def serve(args: argparse.Namespace) -> None:
         port = server.add_insecure_port(f"127.0.0.1:{args.port}")
         address = f"tcp:127.0.0.1:{port}"
     await server.start()
+    fast = None
+    if args.fast_socket:
+        from snakepit_bridge import fastpath
+
+        fast = await fastpath.start(servicer, pb2, args.fast_socket)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -533,6 +538,8 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("worker %s stopping", args.worker_id)
     for task in background:
         task.cancel()
+    if fast is not None:
+        fast.close()
     await server.stop(grace=2.0)
 
 
@@ -541,6 +548,9 @@ def main(argv: list[str] | None = None) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="serve on this Unix domain socket path")
     where.add_argument("--port", type=int, help="serve on 127.0.0.1:PORT (0 picks a free port)")
+    parser.add_argument(
+        "--fast-socket", help="also serve DSPy calls as protobuf frames on this Unix socket"
+    )
     parser.add_argument("--run-id", default="", help="the pool run this worker belongs to")
     parser.add_argument("--worker-id", default="0", help="this worker's id within the run")
     parser.add_argument(

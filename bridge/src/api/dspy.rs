@@ -730,11 +730,14 @@ impl Instance {
         };
         let response = self
             .bridge
-            .call(Some(&self.session_id), |mut c| async move {
-                c.call_instance(request).await
-            })
+            .call_fast(
+                Some(&self.session_id),
+                crate::fast::CALL_INSTANCE,
+                request,
+                |mut c, request| async move { c.call_instance(request).await },
+            )
             .await?;
-        call_result(response.into_inner())
+        call_result(response)
     }
 
     /// Reads an attribute.
@@ -820,9 +823,14 @@ impl Bridge {
             options: Some(options.to_proto()),
         };
         let response = self
-            .call(None, |mut c| async move { c.run_module(request).await })
+            .call_fast(
+                None,
+                crate::fast::RUN_MODULE,
+                request,
+                |mut c, request| async move { c.run_module(request).await },
+            )
             .await?;
-        prediction(call_result(response.into_inner())?)
+        prediction(call_result(response)?)
     }
 
     /// `dspy.Predict(signature)(**inputs)` with the pool's LM.
