@@ -279,27 +279,34 @@ class DspyRuntime:
             if callbacks is not None and name in callbacks.tools:
                 spec = callbacks.tools[name]
 
-                def make_remote(tool_name: str) -> Any:
+                def make_remote(channel: Any, tool_name: str) -> Any:
                     async def remote(**kwargs: Any) -> Any:
-                        return await callbacks.call(tool_name, kwargs)
+                        return await channel.call(tool_name, kwargs)
 
                     return remote
 
                 tools.append(
-                    dspy.Tool(make_remote(name), name=name, desc=spec.description or name, args={})
+                    dspy.Tool(
+                        make_remote(callbacks, name),
+                        name=name,
+                        desc=spec.description or name,
+                        args={},
+                    )
                 )
                 continue
             entry = REGISTRY.get(name)
             ctx = ToolContext(session.session_id if session else "", callbacks)
 
-            def make_local(e: Any) -> Any:
+            def make_local(e: Any, context: ToolContext) -> Any:
                 async def local(**kwargs: Any) -> Any:
-                    return await e.call(ctx, kwargs)
+                    return await e.call(context, kwargs)
 
                 return local
 
             args = {p.name: {} for p in entry.parameters}
-            tools.append(dspy.Tool(make_local(entry), name=name, desc=entry.description, args=args))
+            tools.append(
+                dspy.Tool(make_local(entry, ctx), name=name, desc=entry.description, args=args)
+            )
         return tools
 
     def create(

@@ -16,7 +16,9 @@ import sys
 def main() -> None:
     control = sys.argv[1]
     argv = sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:]
-    lifeline_r, lifeline_w = os.pipe()
+    # The write end stays open, unused, for as long as this process lives: the worker reads EOF
+    # on the other end when it dies.
+    lifeline_r, _lifeline_w = os.pipe()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(control)
     request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
