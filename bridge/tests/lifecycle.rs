@@ -114,9 +114,16 @@ fn workers_listen_on_unix_sockets_in_a_private_directory_and_never_on_tcp() {
         let sockets: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with('w'))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with('w') && name.ends_with(".sock")
+            })
             .collect();
-        assert_eq!(sockets.len(), 2, "one socket per worker");
+        assert_eq!(sockets.len(), 2, "one gRPC socket per worker");
+        for socket in &sockets {
+            let fast = socket.path().with_extension("fast");
+            assert!(fast.exists(), "and its fast-path socket beside it");
+        }
         let listening = listening_tcp_inodes();
         // The Python workers themselves (forked from the fork server), their shims, and the fork
         // server: none listens on TCP.
