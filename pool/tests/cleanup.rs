@@ -28,7 +28,13 @@ async fn shutdown_stops_every_worker_and_grandchild_and_leaves_no_registry_entry
     let pool = start(adapter(), config).await;
     let workers: Vec<u32> = pool.workers().iter().map(|w| w.pid.unwrap()).collect();
     let grandchildren = spawn_grandchildren(&pool, 3).await;
-    assert_eq!(snakepit::processes_of_run(pool.run_id()).len(), 6);
+    // A grandchild that has just been spawned can be unreadable in /proc for a moment.
+    eventually(
+        Duration::from_secs(5),
+        "3 workers and 3 grandchildren",
+        || snakepit::processes_of_run(pool.run_id()).len() == 6,
+    )
+    .await;
     assert!(pool.registry_file().exists());
     let file = pool.registry_file().to_owned();
     let waiting = {
