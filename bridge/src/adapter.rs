@@ -108,6 +108,7 @@ pub struct GrpcPythonAdapter {
     env: Vec<(String, String)>,
     call_timeout: Duration,
     socket_dir: tempfile::TempDir,
+    run_id: Option<String>,
 }
 
 impl GrpcPythonAdapter {
@@ -139,7 +140,16 @@ impl GrpcPythonAdapter {
             env,
             call_timeout: Duration::from_secs(10),
             socket_dir,
+            run_id: None,
         })
+    }
+
+    /// Marks the fork server with the pool's run id (`SNAKEPIT_RUN_ID`), as the pool marks its
+    /// workers, so that orphan cleanup and tests find every process of a run. Pass the run id the
+    /// pool is configured with ([`snakepit::PoolConfig::run_id`]).
+    pub fn with_run_id(mut self, run_id: &str) -> Self {
+        self.run_id = Some(run_id.to_owned());
+        self
     }
 
     /// Writes `contents` to `file_name` in the private directory (mode 0600) and tells every worker
@@ -179,6 +189,7 @@ impl GrpcPythonAdapter {
             .env("PYTHONPATH", &self.python_path)
             .env("PYTHONUNBUFFERED", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.run_id.iter().map(|id| (snakepit::RUN_ID_ENV, id)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

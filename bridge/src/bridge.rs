@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use snakepit::{Affinity, Checkout, Pool, PoolConfig, PoolConfigBuilder, PoolError};
+use snakepit::{
+    Affinity, Checkout, CircuitBreakerConfig, Pool, PoolConfig, PoolConfigBuilder, PoolError,
+    RetryPolicy,
+};
 use tonic::transport::Channel;
 
 use crate::adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
@@ -40,6 +43,7 @@ pub struct Bridge {
 pub(crate) struct BridgeInner {
     next_session: AtomicU64,
     crash_grace: Duration,
+    retry: Option<RetryPolicy>,
 }
 
 /// What a worker says about itself, from [`Bridge::ping`].
@@ -73,6 +77,7 @@ pub struct BridgeBuilder {
     env: Vec<(String, String)>,
     lm: Option<crate::api::dspy::Lm>,
     fork_server: bool,
+    retry: Option<RetryPolicy>,
 }
 
 impl Default for BridgeBuilder {
@@ -90,6 +95,7 @@ impl Default for BridgeBuilder {
             env: Vec::new(),
             lm: None,
             fork_server: true,
+            retry: None,
         }
     }
 }
@@ -153,6 +159,31 @@ impl BridgeBuilder {
         self
     }
 
+    /// Retries calls that are safe to send again when their worker crashed or hung: the
+    /// session-less DSPy calls ([`Bridge::run_module`], [`Bridge::predict`],
+    /// [`Bridge::chain_of_thought`], and so every typed `dspex` call) and [`Bridge::ping`].
+    /// Calls in a session are never retried: their state died with the worker
+    /// ([`PoolError::SessionWorkerLost`]). Default: no retries.
+    ///
+    /// ```
+    /// use snakepit_grpc_bridge::{Bridge, RetryPolicy};
+    /// let builder = Bridge::builder().retry(RetryPolicy::new(4));
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Opens the pool's circuit after `config.failure_threshold` failed calls in a row (a worker
+    /// crash or timeout, or a Python exception such as an unreachable LM provider; not a parse
+    /// error or a bad argument), so that a broken provider costs one probe per
+    /// `config.open_for` instead of a retry storm. Calls fail fast with
+    /// [`PoolError::CircuitOpen`] meanwhile. Default: none.
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.pool = self.pool.circuit_breaker(Some(config));
+        self
+    }
+
     /// An environment variable for every worker.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -162,7 +193,12 @@ impl BridgeBuilder {
     /// Provisions the Python environment if needed (visible progress on standard error), then
     /// starts the workers and waits until all are ready.
     pub async fn start(self) -> Result<Bridge> {
-        let config = self.pool.build()?;
+        let mut config = self.pool.build()?;
+        // Chosen here so the fork server, started outside the pool, carries it too.
+        let run_id = config
+            .run_id
+            .get_or_insert_with(snakepit::new_run_id)
+            .clone();
         let options = self.environment.clone();
         let environment = tokio::task::spawn_blocking(move || PythonEnvironment::resolve(&options))
             .await
@@ -174,6 +210,7 @@ impl BridgeBuilder {
             self.transport,
             self.env,
         )
+        .map(|adapter| adapter.with_run_id(&run_id))
         .map_err(|e| BridgeError::Protocol(format!("cannot create the socket directory: {e}")))?;
         if let Some(lm) = &self.lm {
             adapter
@@ -194,6 +231,7 @@ impl BridgeBuilder {
             inner: Arc::new(BridgeInner {
                 next_session: AtomicU64::new(0),
                 crash_grace: Duration::from_millis(500),
+                retry: self.retry,
             }),
         })
     }
@@ -213,8 +251,10 @@ impl Bridge {
     /// Pings the least-loaded worker: who it is and which versions it runs.
     pub async fn ping(&self) -> Result<WorkerIdentity> {
         let pong = self
-            .call(None, |mut c| async move {
-                c.ping(crate::proto::PingRequest {}).await
+            .retrying(|| {
+                self.call(None, |mut c| async move {
+                    c.ping(crate::proto::PingRequest {}).await
+                })
             })
             .await?
             .into_inner();
@@ -234,6 +274,25 @@ impl Bridge {
         self.pool.shutdown().await?;
         self.pool.adapter().stop_fork_server();
         Ok(())
+    }
+
+    /// Runs `attempt` under the retry policy, if there is one. Only for calls safe to repeat.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match &self.inner.retry {
+            Some(policy) => {
+                policy
+                    .run(
+                        |e: &BridgeError| matches!(e, BridgeError::Pool(p) if p.is_retryable()),
+                        |_| attempt(),
+                    )
+                    .await
+            }
+            None => attempt().await,
+        }
     }
 
     pub(crate) fn new_session_id(&self) -> String {
@@ -266,7 +325,10 @@ impl Bridge {
         let client = checkout.connection().client.clone();
         match checkout.run(rpc(client)).await? {
             Ok(value) => Ok(value),
-            Err(status) => Err(self.failure(&checkout, status).await),
+            Err(status) => {
+                checkout.mark_failed();
+                Err(self.failure(&checkout, status).await)
+            }
         }
     }
 
@@ -311,21 +373,31 @@ impl Bridge {
         let Some(fast) = checkout.connection().fast.clone() else {
             let client = checkout.connection().client.clone();
             return match checkout.run(grpc(client, request)).await? {
-                Ok(response) => Ok(response.into_inner()),
-                Err(status) => Err(self.failure(&checkout, status).await),
+                Ok(response) => Ok(judged(&checkout, response.into_inner())),
+                Err(status) => {
+                    checkout.mark_failed();
+                    Err(self.failure(&checkout, status).await)
+                }
             };
         };
         let bytes = request.encode_to_vec();
         match checkout.run(fast.call(method, &bytes)).await? {
             Ok(payload) => prost::Message::decode(payload.as_slice())
-                .map_err(|e| BridgeError::Protocol(format!("a malformed fast-path response: {e}"))),
+                .map(|response| judged(&checkout, response))
+                .map_err(|e| {
+                    checkout.mark_failed();
+                    BridgeError::Protocol(format!("a malformed fast-path response: {e}"))
+                }),
             Err(message) => match checkout.exit_within(self.inner.crash_grace).await {
                 Some(exit) => Err(PoolError::WorkerCrashed {
                     worker: checkout.worker(),
                     exit,
                 }
                 .into()),
-                None => Err(BridgeError::Protocol(format!("fast path: {message}"))),
+                None => {
+                    checkout.mark_failed();
+                    Err(BridgeError::Protocol(format!("fast path: {message}")))
+                }
             },
         }
     }
@@ -336,4 +408,19 @@ impl Bridge {
         let checkout = self.checkout(Some(session)).await?;
         Ok(checkout.connection().clone())
     }
+}
+
+/// Tells the circuit breaker about a call that the worker answered with a Python exception (a
+/// broken LM provider, a bug): a failure. Parse errors and bad arguments are the caller's or the
+/// model's answer, not a broken dependency, and count as successes.
+fn judged(
+    checkout: &Checkout<GrpcPythonAdapter>,
+    response: crate::proto::CallResponse,
+) -> crate::proto::CallResponse {
+    if let Some(crate::proto::call_response::Result::Error(error)) = &response.result
+        && error.kind == crate::proto::ErrorKind::PythonException as i32
+    {
+        checkout.mark_failed();
+    }
+    response
 }

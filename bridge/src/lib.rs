@@ -47,4 +47,6 @@ mod proto {
 pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
+pub use snakepit;
+pub use snakepit::{CircuitBreakerConfig, CircuitState, PoolError, RetryPolicy};
 pub use value::{DType, Map, ObjectRef, Tensor, Value, args};

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::breaker::CircuitBreakerConfig;
 use crate::error::PoolError;
 
 /// How a pool runs its workers. Build one with [`PoolConfig::builder`] or start from
@@ -63,6 +64,16 @@ pub struct PoolConfig {
     pub parent_death_signal: bool,
     /// How many lines of each worker's standard error are kept for error messages. Default: 40.
     pub stderr_tail_lines: usize,
+    /// Opens the pool's circuit after this many failed requests in a row; `None` never does.
+    /// A request fails when the pool reports an error for it (crash, request timeout) or the
+    /// caller marks it failed ([`Checkout::mark_failed`]). Default: `None`.
+    ///
+    /// [`Checkout::mark_failed`]: crate::Checkout::mark_failed
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// The run id to register the pool under (letters, digits, `-`, `_`; at most 64); `None`
+    /// makes a new one with [`new_run_id`](crate::new_run_id). Set it to mark processes the
+    /// adapter starts outside the pool (helpers) with the same `SNAKEPIT_RUN_ID`. Default: `None`.
+    pub run_id: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -84,6 +95,8 @@ impl Default for PoolConfig {
             runtime_dir: None,
             parent_death_signal: true,
             stderr_tail_lines: 40,
+            circuit_breaker: None,
+            run_id: None,
         }
     }
 }
@@ -101,6 +114,20 @@ impl PoolConfig {
         let fail = |what: &str| Err(PoolError::InvalidConfig(what.to_owned()));
         if self.size == 0 {
             return fail("size must be at least 1");
+        }
+        if let Some(breaker) = &self.circuit_breaker
+            && breaker.failure_threshold == 0
+        {
+            return fail("circuit_breaker.failure_threshold must be at least 1");
+        }
+        if let Some(run_id) = &self.run_id
+            && (run_id.is_empty()
+                || run_id.len() > 64
+                || !run_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return fail("run_id must be 1 to 64 letters, digits, '-' or '_'");
         }
         if self.max_in_flight_per_worker == 0 {
             return fail("max_in_flight_per_worker must be at least 1");
@@ -168,6 +195,14 @@ impl PoolConfigBuilder {
         parent_death_signal: bool;
         /// See [`PoolConfig::stderr_tail_lines`].
         stderr_tail_lines: usize;
+        /// See [`PoolConfig::circuit_breaker`].
+        circuit_breaker: Option<CircuitBreakerConfig>;
+    }
+
+    /// See [`PoolConfig::run_id`].
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.config.run_id = Some(run_id.into());
+        self
     }
 
     /// See [`PoolConfig::runtime_dir`].

@@ -197,6 +197,17 @@ pub enum PoolError {
         /// Why the last worker stopped.
         last_failure: String,
     },
+    /// The pool's circuit breaker is open: recent requests failed in a row, so this one was not
+    /// sent. See [`CircuitBreakerConfig`](crate::CircuitBreakerConfig).
+    #[error(
+        "the circuit is open after {consecutive_failures} failed requests in a row; the next probe goes through in {probe_in:?}"
+    )]
+    CircuitOpen {
+        /// Failed requests in a row that opened the circuit.
+        consecutive_failures: u32,
+        /// How long until a probe request is let through (zero: a probe is in flight).
+        probe_in: Duration,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the pool is shutting down")]
     ShuttingDown,

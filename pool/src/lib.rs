@@ -47,21 +47,26 @@
 //! gracefully, then with `SIGKILL` after the grace period.
 
 mod adapter;
+mod breaker;
 mod config;
 mod dispatch;
 mod error;
 mod pool;
 mod process;
 pub mod registry;
+mod retry;
 mod session;
 mod stats;
 mod supervisor;
 mod worker;
 
 pub use adapter::{Adapter, BoxError, StartedWorker, WorkerCommand, WorkerContext};
+pub use breaker::{CircuitBreakerConfig, CircuitState};
 pub use config::{PoolConfig, PoolConfigBuilder};
 pub use error::{PoolError, Result, StartFailure, WorkerExit, WorkerId};
 pub use pool::{Checkout, Pool, WorkerInfo};
 pub use process::{OWNER_PID_ENV, RUN_ID_ENV, WORKER_SLOT_ENV, processes_of_run};
+pub use registry::new_run_id;
+pub use retry::RetryPolicy;
 pub use session::Affinity;
 pub use stats::PoolStats;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::adapter::Adapter;
+use crate::breaker::{Admission, Breaker, CircuitState};
 use crate::config::PoolConfig;
 use crate::dispatch::{Acquired, Dispatcher, Lease, SlotStatus, lock};
 use crate::error::{PoolError, Result, WorkerExit, WorkerId};
@@ -28,6 +30,7 @@ pub(crate) struct Shared<A: Adapter> {
     pub(crate) counters: Arc<Counters>,
     pub(crate) registry: RunRegistry,
     pub(crate) intensity: Mutex<RestartIntensity>,
+    pub(crate) breaker: Option<Arc<Mutex<Breaker>>>,
     pub(crate) shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -137,7 +140,7 @@ impl<A: Adapter> Pool<A> {
     /// Must be called within a Tokio runtime.
     pub fn spawn(adapter: A, config: PoolConfig) -> Result<Self> {
         config.validate()?;
-        let run_id = registry::new_run_id();
+        let run_id = config.run_id.clone().unwrap_or_else(registry::new_run_id);
         let runtime_dir = config
             .runtime_dir
             .clone()
@@ -147,6 +150,9 @@ impl<A: Adapter> Pool<A> {
             dispatcher: Dispatcher::new(&config),
             counters: Arc::new(Counters::default()),
             intensity: Mutex::new(RestartIntensity::new(&config)),
+            breaker: config
+                .circuit_breaker
+                .map(|c| Arc::new(Mutex::new(Breaker::new(c)))),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             adapter,
@@ -227,6 +233,21 @@ impl<A: Adapter> Pool<A> {
 
     async fn acquire(&self, session: Option<(&str, Affinity)>) -> Result<Checkout<A>> {
         let counters = &self.shared.counters;
+        // Admitted before queueing, so a probe that never reaches a worker hands the probe on.
+        let admission = match &self.shared.breaker {
+            Some(breaker) => match lock_breaker(breaker).admit(Instant::now()) {
+                Ok(admission) => Some(Admitted {
+                    breaker: breaker.clone(),
+                    admission,
+                    outcome: AtomicU8::new(OUTCOME_NONE),
+                }),
+                Err(e) => {
+                    Counters::bump(&counters.errors);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         let acquired = lock(&self.shared.dispatcher).acquire(session);
         let lease = match acquired {
             Ok(Acquired::Now(lease)) => lease,
@@ -251,6 +272,7 @@ impl<A: Adapter> Pool<A> {
             lease,
             request_timeout: self.shared.config.request_timeout,
             counters: counters.clone(),
+            admitted: admission,
         })
     }
 
@@ -290,6 +312,15 @@ impl<A: Adapter> Pool<A> {
                 }
             })
             .collect()
+    }
+
+    /// Where the circuit breaker stands; `None` when the pool has none
+    /// ([`PoolConfig::circuit_breaker`]).
+    pub fn circuit_state(&self) -> Option<CircuitState> {
+        self.shared
+            .breaker
+            .as_ref()
+            .map(|b| lock_breaker(b).state(Instant::now()))
     }
 
     /// This pool run's id, also in every worker's environment as `SNAKEPIT_RUN_ID`.
@@ -392,6 +423,29 @@ pub struct Checkout<A: Adapter> {
     lease: Lease<A::Connection>,
     request_timeout: Option<Duration>,
     counters: Arc<Counters>,
+    admitted: Option<Admitted>,
+}
+
+const OUTCOME_NONE: u8 = 0;
+const OUTCOME_OK: u8 = 1;
+const OUTCOME_FAILED: u8 = 2;
+
+/// A request the circuit breaker let through; reports its outcome when dropped.
+struct Admitted {
+    breaker: Arc<Mutex<Breaker>>,
+    admission: Admission,
+    outcome: AtomicU8,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let outcome = match self.outcome.load(Ordering::Acquire) {
+            OUTCOME_OK => Some(true),
+            OUTCOME_FAILED => Some(false),
+            _ => None,
+        };
+        lock_breaker(&self.breaker).record(self.admission, outcome, Instant::now());
+    }
 }
 
 impl<A: Adapter> std::fmt::Debug for Checkout<A> {
@@ -434,7 +488,19 @@ impl<A: Adapter> Checkout<A> {
             .flatten()
     }
 
+    /// Marks the request as failed for the circuit breaker, although the pool saw it succeed
+    /// (the worker answered with an error that means a broken dependency). Without a breaker it
+    /// does nothing.
+    pub fn mark_failed(&self) {
+        if let Some(admitted) = &self.admitted {
+            admitted.outcome.store(OUTCOME_FAILED, Ordering::Release);
+        }
+    }
+
     /// Awaits `work`, racing it against the worker's death and the request timeout.
+    ///
+    /// For the circuit breaker, a pool error counts as a failure and anything else as a success
+    /// unless [`mark_failed`](Checkout::mark_failed) says otherwise.
     pub async fn run<Fut: Future>(&self, work: Fut) -> Result<Fut::Output> {
         let worker = self.lease.worker;
         let mut death = self.lease.death.clone();
@@ -457,6 +523,24 @@ impl<A: Adapter> Checkout<A> {
         if result.is_err() {
             Counters::bump(&self.counters.errors);
         }
+        if let Some(admitted) = &self.admitted {
+            let outcome = if result.is_err() {
+                OUTCOME_FAILED
+            } else {
+                OUTCOME_OK
+            };
+            // A failure, once recorded, stays: compare_exchange only fills an empty outcome.
+            let _ = admitted.outcome.compare_exchange(
+                OUTCOME_NONE,
+                outcome,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         result
     }
+}
+
+fn lock_breaker(breaker: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    breaker.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -189,7 +189,13 @@ fn is_stale(path: &Path) -> bool {
 }
 
 /// A new, unique run id: `<owner pid>-<microseconds since the epoch, hex>-<counter>`.
-pub(crate) fn new_run_id() -> String {
+///
+/// ```
+/// let a = snakepit::new_run_id();
+/// assert_ne!(a, snakepit::new_run_id());
+/// assert!(a.starts_with(&format!("{}-", std::process::id())));
+/// ```
+pub fn new_run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)

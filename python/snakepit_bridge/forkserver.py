@@ -5,7 +5,9 @@ worker is asked for by ``forkshim.py``, the small process the pool starts and su
 its standard output and error and a lifeline pipe (SCM_RIGHTS), the worker's arguments, environment
 and working directory. The fork server forks; the child takes those descriptors and runs
 ``snakepit_bridge.server``; it dies with the shim (lifeline EOF) or with the fork server
-(parent-death signal). The fork server reaps the child and reports its exit status to the shim.
+(parent-death signal). The fork server reaps the child and reports its exit status to the shim,
+and SIGKILLs the child as soon as its shim's connection closes: a worker that cannot read its
+lifeline (stopped by SIGSTOP, or stuck with the GIL held) still dies with its shim.
 
 No gRPC object exists before a fork (gRPC's fork rule): only modules are imported.
 """
@@ -129,6 +131,19 @@ def serve(control: str) -> None:
                     os.read(wake_r, 512)
                 except BlockingIOError:
                     pass
+            elif isinstance(key.data, int):
+                # A shim's connection: it never writes after its request, so this is EOF.
+                child, conn = key.data, key.fileobj
+                try:
+                    more = conn.recv(64)
+                except OSError:
+                    more = b""
+                if not more:
+                    sel.unregister(conn)
+                    try:
+                        os.kill(child, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             elif key.fileobj is listener:
                 try:
                     conn, _ = listener.accept()
@@ -155,6 +170,7 @@ def serve(control: str) -> None:
                     conn.sendall(f"pid {pid}\n".encode())
                 except OSError:
                     pass
+                sel.register(conn, selectors.EVENT_READ, data=pid)
         # Reap every child that exited and tell its shim how.
         while True:
             try:
@@ -165,6 +181,8 @@ def serve(control: str) -> None:
                 break
             conn = children.pop(pid, None)
             if conn is not None:
+                if conn.fileno() >= 0 and conn.fileno() in sel.get_map():
+                    sel.unregister(conn)
                 try:
                     conn.sendall(f"exit {status}\n".encode())
                 except OSError:

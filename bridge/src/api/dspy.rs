@@ -822,13 +822,16 @@ impl Bridge {
             inputs: Some(map_to_proto(&inputs)),
             options: Some(options.to_proto()),
         };
+        // Session-less and stateless: safe to send again after a crash.
         let response = self
-            .call_fast(
-                None,
-                crate::fast::RUN_MODULE,
-                request,
-                |mut c, request| async move { c.run_module(request).await },
-            )
+            .retrying(|| {
+                self.call_fast(
+                    None,
+                    crate::fast::RUN_MODULE,
+                    request.clone(),
+                    |mut c, request| async move { c.run_module(request).await },
+                )
+            })
             .await?;
         prediction(call_result(response)?)
     }

@@ -1,0 +1,111 @@
+//! What the reliability tests share: a runtime, the test Python directory, LMs with faults, and
+//! process inspection through /proc.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use dspex::snakepit_grpc_bridge::{Map, Value};
+use dspex::{Dspex, DspexBuilder, Lm};
+use tokio::runtime::Runtime;
+
+pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+/// Runs a test body on the shared runtime.
+pub fn run<F: Future>(body: F) -> F::Output {
+    RUNTIME.block_on(body)
+}
+
+pub fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// A `Dspex` builder whose workers find the test Python modules.
+pub fn builder() -> DspexBuilder {
+    Dspex::builder().python_path(python_dir())
+}
+
+/// The answer map of `question -> answer`: `<qN>` gets `aN`, for `n` questions.
+pub fn numbered_answers(n: usize) -> Map {
+    (0..n)
+        .map(|i| {
+            (
+                format!("<q{i}>"),
+                Value::Map(
+                    [("answer".to_owned(), Value::from(format!("a{i}")))]
+                        .into_iter()
+                        .collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `dspex_faulty_lm.FaultyLM` with these keyword arguments.
+pub fn faulty_lm(answers: Map, extra: &[(&str, Value)]) -> Lm {
+    let mut kwargs: Map = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    kwargs.insert("answers".to_owned(), Value::Map(answers));
+    Lm::custom("dspex_faulty_lm.FaultyLM", kwargs)
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we read from a live worker; no memory is involved.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The resident set size of `pid` in kB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
