@@ -5,41 +5,110 @@ use crate::error::{BridgeError, PythonError};
 use crate::proto as pb;
 use crate::value::{DType, Map, Tensor, Value};
 
+/// Containers nested deeper than this many levels are sent as one [`pb::PackedValue`]: protobuf
+/// decoders (upb in Python, prost in Rust) stop at 100 nested messages, and each level of
+/// nesting costs up to three.
+const PACK_BELOW_LEVEL: usize = 8;
+
+/// The deepest nesting a received value may have; deeper is refused as malformed.
+pub(crate) const MAX_DEPTH: usize = 1024;
+
 impl From<&Value> for pb::Value {
     fn from(value: &Value) -> Self {
-        use pb::value::Kind;
-        let kind = match value {
-            Value::Null => Kind::Null(pb::NullValue::NullValue as i32),
-            Value::Bool(b) => Kind::Bool(*b),
-            Value::Int(i) => Kind::Int(*i),
-            Value::Float(f) => Kind::Float(*f),
-            Value::String(s) => Kind::String(s.clone()),
-            Value::Bytes(b) => Kind::Bytes(b.clone()),
-            Value::List(items) => Kind::List(pb::ListValue {
-                items: items.iter().map(Into::into).collect(),
-            }),
-            Value::Map(map) => Kind::Map(map_to_proto(map)),
-            Value::Object(o) => Kind::Object(pb::ObjectRef {
-                id: o.id.clone(),
-                type_name: o.type_name.clone(),
-            }),
-            Value::Tensor(t) => Kind::Tensor(pb::Tensor {
-                dtype: dtype_to_proto(t.dtype()) as i32,
-                shape: t.shape().to_vec(),
-                data: t.data().to_vec(),
-            }),
-        };
-        pb::Value { kind: Some(kind) }
+        encode(value, 0)
     }
 }
 
+fn encode(value: &Value, level: usize) -> pb::Value {
+    use pb::value::Kind;
+    let kind = match value {
+        Value::List(_) | Value::Map(_) if level >= PACK_BELOW_LEVEL => {
+            let mut nodes = Vec::new();
+            pack(value, String::new(), &mut nodes);
+            Kind::Packed(pb::PackedValue { nodes })
+        }
+        Value::List(items) => Kind::List(pb::ListValue {
+            items: items.iter().map(|item| encode(item, level + 1)).collect(),
+        }),
+        Value::Map(map) => Kind::Map(encode_map(map, level)),
+        Value::Null => Kind::Null(pb::NullValue::NullValue as i32),
+        Value::Bool(b) => Kind::Bool(*b),
+        Value::Int(i) => Kind::Int(*i),
+        Value::Float(f) => Kind::Float(*f),
+        Value::String(s) => Kind::String(s.clone()),
+        Value::Bytes(b) => Kind::Bytes(b.clone()),
+        Value::Object(o) => Kind::Object(object_to_proto(o)),
+        Value::Tensor(t) => Kind::Tensor(tensor_to_proto(t)),
+    };
+    pb::Value { kind: Some(kind) }
+}
+
+fn object_to_proto(o: &crate::value::ObjectRef) -> pb::ObjectRef {
+    pb::ObjectRef {
+        id: o.id.clone(),
+        type_name: o.type_name.clone(),
+    }
+}
+
+fn tensor_to_proto(t: &Tensor) -> pb::Tensor {
+    pb::Tensor {
+        dtype: dtype_to_proto(t.dtype()) as i32,
+        shape: t.shape().to_vec(),
+        data: t.data().to_vec(),
+    }
+}
+
+/// Appends `value` and everything below it to `nodes`, in pre-order.
+fn pack(value: &Value, key: String, nodes: &mut Vec<pb::PackedNode>) {
+    use pb::packed_node::Kind;
+    let kind = match value {
+        Value::Null => Kind::Null(pb::NullValue::NullValue as i32),
+        Value::Bool(b) => Kind::Bool(*b),
+        Value::Int(i) => Kind::Int(*i),
+        Value::Float(f) => Kind::Float(*f),
+        Value::String(s) => Kind::String(s.clone()),
+        Value::Bytes(b) => Kind::Bytes(b.clone()),
+        Value::Object(o) => Kind::Object(object_to_proto(o)),
+        Value::Tensor(t) => Kind::Tensor(tensor_to_proto(t)),
+        Value::List(items) => Kind::ListLen(container_len(items.len())),
+        Value::Map(map) => Kind::MapLen(container_len(map.len())),
+    };
+    nodes.push(pb::PackedNode {
+        kind: Some(kind),
+        key,
+    });
+    match value {
+        Value::List(items) => {
+            for item in items {
+                pack(item, String::new(), nodes);
+            }
+        }
+        Value::Map(map) => {
+            for (k, v) in map {
+                pack(v, k.clone(), nodes);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn container_len(len: usize) -> u32 {
+    // A container of more than 4 billion items cannot be sent anyway (frames are capped far
+    // below that); saturate rather than wrap.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
 pub(crate) fn map_to_proto(map: &Map) -> pb::MapValue {
+    encode_map(map, 0)
+}
+
+fn encode_map(map: &Map, level: usize) -> pb::MapValue {
     pb::MapValue {
         entries: map
             .iter()
             .map(|(key, value)| pb::MapEntry {
                 key: key.clone(),
-                value: Some(value.into()),
+                value: Some(encode(value, level + 1)),
             })
             .collect(),
     }
@@ -75,28 +144,116 @@ impl TryFrom<pb::Value> for Value {
                     .collect::<Result<_, _>>()?,
             ),
             Some(Kind::Map(map)) => Value::Map(map_from_proto(map)?),
-            Some(Kind::Object(o)) => Value::Object(crate::value::ObjectRef {
-                id: o.id,
-                type_name: o.type_name,
-            }),
-            Some(Kind::Tensor(t)) => {
-                let dtype = match pb::DType::try_from(t.dtype) {
-                    Ok(pb::DType::DtypeFloat32) => DType::F32,
-                    Ok(pb::DType::DtypeFloat64) => DType::F64,
-                    Ok(pb::DType::DtypeInt32) => DType::I32,
-                    Ok(pb::DType::DtypeInt64) => DType::I64,
-                    Ok(pb::DType::DtypeUint8) => DType::U8,
-                    Ok(pb::DType::DtypeBool) => DType::Bool,
-                    _ => {
-                        return Err(BridgeError::InvalidValue(format!(
-                            "unknown tensor dtype {}",
-                            t.dtype
-                        )));
-                    }
-                };
-                Value::Tensor(Tensor::new(dtype, t.shape, t.data)?)
-            }
+            Some(Kind::Object(o)) => Value::Object(object_from_proto(o)),
+            Some(Kind::Tensor(t)) => Value::Tensor(tensor_from_proto(t)?),
+            Some(Kind::Packed(packed)) => unpack(packed)?,
         })
+    }
+}
+
+fn object_from_proto(o: pb::ObjectRef) -> crate::value::ObjectRef {
+    crate::value::ObjectRef {
+        id: o.id,
+        type_name: o.type_name,
+    }
+}
+
+fn tensor_from_proto(t: pb::Tensor) -> Result<Tensor, BridgeError> {
+    let dtype = match pb::DType::try_from(t.dtype) {
+        Ok(pb::DType::DtypeFloat32) => DType::F32,
+        Ok(pb::DType::DtypeFloat64) => DType::F64,
+        Ok(pb::DType::DtypeInt32) => DType::I32,
+        Ok(pb::DType::DtypeInt64) => DType::I64,
+        Ok(pb::DType::DtypeUint8) => DType::U8,
+        Ok(pb::DType::DtypeBool) => DType::Bool,
+        _ => {
+            return Err(BridgeError::InvalidValue(format!(
+                "unknown tensor dtype {}",
+                t.dtype
+            )));
+        }
+    };
+    Tensor::new(dtype, t.shape, t.data)
+}
+
+/// A container being rebuilt from packed nodes: what it holds so far and how many it will hold.
+enum Open {
+    List(Vec<Value>, usize),
+    Map(Map, usize),
+}
+
+/// Rebuilds a value from its pre-order nodes without recursion, refusing malformed trees:
+/// missing or extra nodes, keys on list items, duplicate keys, nesting deeper than [`MAX_DEPTH`].
+fn unpack(packed: pb::PackedValue) -> Result<Value, BridgeError> {
+    use pb::packed_node::Kind;
+    let bad = |what: &str| BridgeError::InvalidValue(format!("malformed packed value: {what}"));
+    let too_deep = || BridgeError::InvalidValue(format!("nesting deeper than {MAX_DEPTH} levels"));
+    let mut stack: Vec<(Open, String)> = Vec::new();
+    let mut nodes = packed.nodes.into_iter();
+    loop {
+        let node = nodes
+            .next()
+            .ok_or_else(|| bad("it ends before its containers are complete"))?;
+        let mut finished = match node.kind {
+            Some(Kind::ListLen(len)) | Some(Kind::MapLen(len)) if len > 0 => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                let len = len as usize;
+                let capacity = len.min(1 << 16);
+                let open = match node.kind {
+                    Some(Kind::ListLen(_)) => Open::List(Vec::with_capacity(capacity), len),
+                    _ => Open::Map(Map::with_capacity(capacity), len),
+                };
+                stack.push((open, node.key));
+                continue;
+            }
+            Some(Kind::ListLen(_)) => (Value::List(Vec::new()), node.key),
+            Some(Kind::MapLen(_)) => (Value::Map(Map::new()), node.key),
+            None | Some(Kind::Null(_)) => (Value::Null, node.key),
+            Some(Kind::Bool(b)) => (Value::Bool(b), node.key),
+            Some(Kind::Int(i)) => (Value::Int(i), node.key),
+            Some(Kind::Float(f)) => (Value::Float(f), node.key),
+            Some(Kind::String(s)) => (Value::String(s), node.key),
+            Some(Kind::Bytes(b)) => (Value::Bytes(b), node.key),
+            Some(Kind::Object(o)) => (Value::Object(object_from_proto(o)), node.key),
+            Some(Kind::Tensor(t)) => (Value::Tensor(tensor_from_proto(t)?), node.key),
+        };
+        // Hand the finished value to its parent; close every parent that is now complete.
+        loop {
+            let (value, key) = finished;
+            match stack.last_mut() {
+                None => {
+                    return match nodes.next() {
+                        None => Ok(value),
+                        Some(_) => Err(bad("nodes follow the end of the value")),
+                    };
+                }
+                Some((Open::List(items, len), _)) => {
+                    if !key.is_empty() {
+                        return Err(bad("a list item has a key"));
+                    }
+                    items.push(value);
+                    if items.len() < *len {
+                        break;
+                    }
+                }
+                Some((Open::Map(map, len), _)) => {
+                    if map.contains_key(&key) {
+                        return Err(bad(&format!("duplicate map key {key:?}")));
+                    }
+                    map.insert(key, value);
+                    if map.len() < *len {
+                        break;
+                    }
+                }
+            }
+            let (open, key) = stack.pop().expect("the parent is on the stack");
+            finished = match open {
+                Open::List(items, _) => (Value::List(items), key),
+                Open::Map(map, _) => (Value::Map(map), key),
+            };
+        }
     }
 }
 
@@ -214,5 +371,81 @@ mod tests {
             entries: vec![entry(1), entry(2)],
         };
         assert!(map_from_proto(wire).is_err());
+    }
+
+    fn deep(depth: usize) -> Value {
+        let mut value = Value::from("bottom");
+        for level in 0..depth {
+            value = if level % 2 == 0 {
+                Value::List(vec![Value::Int(level as i64), value])
+            } else {
+                Value::Map(args([("k", value), ("n", Value::Null)]))
+            };
+        }
+        value
+    }
+
+    #[test]
+    fn deep_nesting_round_trips_through_the_packed_form() {
+        for depth in [7, 8, 9, 64, 1000] {
+            let value = deep(depth);
+            assert_eq!(roundtrip(value.clone()), value, "depth {depth}");
+        }
+        // Empty containers, and packed values next to plain ones.
+        let value = Value::List(vec![deep(20), Value::List(vec![]), Value::Map(Map::new())]);
+        assert_eq!(roundtrip(value.clone()), value);
+    }
+
+    fn packed(nodes: Vec<pb::packed_node::Kind>) -> pb::Value {
+        pb::Value {
+            kind: Some(pb::value::Kind::Packed(pb::PackedValue {
+                nodes: nodes
+                    .into_iter()
+                    .map(|kind| pb::PackedNode {
+                        kind: Some(kind),
+                        key: String::new(),
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    #[test]
+    fn malformed_or_too_deep_packed_values_are_refused() {
+        use pb::packed_node::Kind;
+        let cases = [
+            (packed(vec![]), "ends before"),
+            (packed(vec![Kind::ListLen(2), Kind::Int(1)]), "ends before"),
+            (packed(vec![Kind::Int(1), Kind::Int(2)]), "nodes follow"),
+            (
+                packed(vec![Kind::MapLen(2), Kind::Int(1), Kind::Int(2)]),
+                "duplicate map key",
+            ),
+            (
+                packed(
+                    std::iter::repeat_n(Kind::ListLen(1), MAX_DEPTH + 1)
+                        .chain([Kind::Int(0)])
+                        .collect(),
+                ),
+                "nesting deeper than 1024",
+            ),
+        ];
+        for (wire, expected) in cases {
+            let err = Value::try_from(wire).unwrap_err();
+            assert!(
+                matches!(err, BridgeError::InvalidValue(_)) && err.to_string().contains(expected),
+                "{err}"
+            );
+        }
+        let mut keyed = packed(vec![Kind::ListLen(1), Kind::Int(1)]);
+        if let Some(pb::value::Kind::Packed(p)) = &mut keyed.kind {
+            p.nodes[1].key = "k".into();
+        }
+        assert!(
+            Value::try_from(keyed)
+                .unwrap_err()
+                .to_string()
+                .contains("list item has a key")
+        );
     }
 }

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -356,6 +357,8 @@ class DspyRuntime:
         }
         if call_lm is not None:
             settings.update(lm=call_lm, adapter=lm.adapter)
+        if method in ("", "__call__", "forward") and not args:
+            check_inputs(getattr(target, "signature", None), kwargs)
         with dspy.context(**settings):
             if method in ("", "__call__") and _inline(target, lm):
                 result = target(*args, **kwargs)
@@ -424,16 +427,81 @@ class HistoryCollector:
 
 
 def check_outputs(signature: Any, prediction: Any, entries: list[dict[str, Any]]) -> None:
-    """DSPy lets an empty reply through as None (or 'None') for a str field; a typed bridge may not."""
+    """What DSPy lets through but a typed bridge may not, as parse errors naming the field:
+    None (or 'None') for a required str field, text that is not UTF-8, and NaN or infinity
+    anywhere in a field (JSON has no such numbers, and no Rust caller expects them)."""
     if signature is None:
         return
     for name, info in signature.output_fields.items():
+        value = prediction.get(name) if hasattr(prediction, "get") else None
         if info.annotation is str and not _optional(info.annotation):
-            value = prediction.get(name) if hasattr(prediction, "get") else None
             if value is None or value == "None":
                 raise ParseFailed(
                     f"the LM gave no value for output field {name!r}", name, last_output(entries)
                 )
+        problem = _unfit_value(value)
+        if problem:
+            raise ParseFailed(
+                f"the LM's answer for output field {name!r} {problem}", name, last_output(entries)
+            )
+
+
+def check_inputs(signature: Any, inputs: dict[str, Any]) -> None:
+    """Refuses an input whose value does not fit its field's declared type, before DSPy renders it
+    into a prompt (DSPy would otherwise fail deep inside its formatter, or send nonsense to the LM).
+    Values are only checked, never converted; undeclared names are DSPy's business (``config``...)."""
+    if signature is None or not hasattr(signature, "input_fields"):
+        return
+    adapters = signature.__dict__.get("_snakepit_input_adapters")
+    if adapters is None:
+        from pydantic import TypeAdapter
+
+        adapters = {}
+        for name, info in signature.input_fields.items():
+            try:
+                adapters[name] = TypeAdapter(info.annotation)
+            except Exception:  # an annotation pydantic cannot check: leave it to DSPy
+                pass
+        try:
+            signature._snakepit_input_adapters = adapters
+        except (AttributeError, TypeError):
+            pass
+    for name, value in inputs.items():
+        adapter = adapters.get(name)
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except Exception as exc:
+            first = str(exc).splitlines()
+            detail = first[2].strip() if len(first) > 2 else str(exc)
+            raise InvalidArgument(
+                f"input field {name!r} does not fit its declared type: {detail}"
+            ) from None
+
+
+def _unfit_value(value: Any) -> str:
+    """Why a parsed output value cannot be a typed answer, or ''."""
+    todo = [value]
+    seen = 0
+    while todo and seen < 1_000_000:
+        item = todo.pop()
+        seen += 1
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"is not a finite number ({item})"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "is not valid UTF-8 text"
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+            todo.extend(item.keys())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif hasattr(item, "model_dump") and not isinstance(item, type):
+            todo.append(item.model_dump())
+    return ""
 
 
 def last_output(entries: list[dict[str, Any]]) -> str:

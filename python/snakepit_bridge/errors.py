@@ -46,9 +46,19 @@ def error_info(pb2: Any, exc: BaseException) -> Any:
     is_bridge = isinstance(exc, BridgeError)
     return pb2.ErrorInfo(
         kind=pb2.ErrorKind.Value(kind_name),
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="" if is_bridge else "".join(traceback.format_exception(exc)),
-        field=getattr(exc, "field", "") or "",
-        raw_output=getattr(exc, "raw_output", "") or "",
+        type=_text(type(exc).__name__),
+        message=_text(str(exc)),
+        traceback="" if is_bridge else _text("".join(traceback.format_exception(exc))),
+        field=_text(getattr(exc, "field", "") or ""),
+        raw_output=_text(getattr(exc, "raw_output", "") or ""),
     )
+
+
+def _text(text: str) -> str:
+    """``text`` as valid UTF-8: an error about undecodable text must still cross the wire, so
+    characters that are not UTF-8 (lone surrogates) are shown escaped, e.g. ``\\udcff``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

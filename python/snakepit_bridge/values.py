@@ -65,7 +65,26 @@ class ObjectHandle:
     type_name: str = ""
 
 
-def to_proto(pb2: Any, value: Any) -> Any:
+# Containers nested deeper than this are sent as one ``PackedValue`` (protobuf decoders stop at 100
+# nested messages, and each level of nesting costs up to three); received values may nest at most
+# ``MAX_DEPTH`` levels.
+PACK_BELOW_LEVEL = 8
+MAX_DEPTH = 1024
+
+
+def _check_str(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start : exc.end].encode("utf-8", "surrogateescape").hex(" ")
+        raise InvalidArgument(
+            f"a string is not valid UTF-8 (bytes {bad} at character {exc.start}) and cannot cross "
+            "the bridge"
+        ) from None
+    return value
+
+
+def to_proto(pb2: Any, value: Any, level: int = 0) -> Any:
     """The ``Value`` message for a Python value. Raises ``InvalidArgument`` for what cannot cross."""
     msg = pb2.Value()
     if value is None:
@@ -79,18 +98,21 @@ def to_proto(pb2: Any, value: Any) -> Any:
     elif isinstance(value, float):
         msg.float = value
     elif isinstance(value, str):
-        msg.string = value
+        msg.string = _check_str(value)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         msg.bytes = bytes(value)
+    elif isinstance(value, (list, tuple, dict)) and level >= PACK_BELOW_LEVEL:
+        msg.packed.SetInParent()
+        _pack(pb2, value, msg.packed.nodes)
     elif isinstance(value, (list, tuple)):
         msg.list.SetInParent()
-        msg.list.items.extend(to_proto(pb2, item) for item in value)
+        msg.list.items.extend(to_proto(pb2, item, level + 1) for item in value)
     elif isinstance(value, dict):
         msg.map.SetInParent()
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
-            msg.map.entries.add(key=key, value=to_proto(pb2, item))
+            msg.map.entries.add(key=_check_str(key), value=to_proto(pb2, item, level + 1))
     elif isinstance(value, ObjectHandle):
         msg.object.id = value.id
         msg.object.type_name = value.type_name
@@ -99,22 +121,56 @@ def to_proto(pb2: Any, value: Any) -> Any:
         msg.tensor.shape.extend(value.shape)
         msg.tensor.data = value.data
     else:
-        return _to_proto_extra(pb2, value)
+        return _to_proto_extra(pb2, value, level)
     return msg
 
 
-def _to_proto_extra(pb2: Any, value: Any) -> Any:
+def _pack(pb2: Any, value: Any, nodes: Any) -> None:
+    """Appends ``value`` and everything below it to ``nodes`` in pre-order, without recursion.
+    Refuses nesting deeper than ``MAX_DEPTH`` (which also stops a list that contains itself)."""
+    # (value, key, depth)
+    todo: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while todo:
+        item, key, depth = todo.pop()
+        if isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                raise InvalidArgument(f"nesting deeper than {MAX_DEPTH} levels cannot cross the bridge")
+            if isinstance(item, dict):
+                for k in item:
+                    if not isinstance(k, str):
+                        raise InvalidArgument(f"map keys must be strings, got {type(k).__name__}")
+                    _check_str(k)
+                nodes.add(key=key, map_len=len(item))
+                todo.extend((child, k, depth + 1) for k, child in reversed(list(item.items())))
+            else:
+                nodes.add(key=key, list_len=len(item))
+                todo.extend((child, "", depth + 1) for child in reversed(item))
+            continue
+        leaf = to_proto(pb2, item)
+        kind = leaf.WhichOneof("kind")
+        if kind in ("list", "map", "packed"):
+            # A model or numpy value whose plain form is a container: pack that.
+            todo.append((from_proto(pb2, leaf), key, depth))
+            continue
+        node = nodes.add(key=key)
+        if kind in ("tensor", "object"):
+            getattr(node, kind).CopyFrom(getattr(leaf, kind))
+        else:
+            setattr(node, kind, getattr(leaf, kind))
+
+
+def _to_proto_extra(pb2: Any, value: Any, level: int = 0) -> Any:
     """numpy arrays and scalars, pydantic models: converted; anything else is refused."""
     module = type(value).__module__
     if module == "numpy":
         import numpy as np
 
         if isinstance(value, np.ndarray):
-            return to_proto(pb2, Tensor.from_numpy(value))
+            return to_proto(pb2, Tensor.from_numpy(value), level)
         if isinstance(value, np.generic):
-            return to_proto(pb2, value.item())
+            return to_proto(pb2, value.item(), level)
     if hasattr(value, "model_dump") and not isinstance(value, type):
-        return to_proto(pb2, value.model_dump(mode="json"))
+        return to_proto(pb2, value.model_dump(mode="json"), level)
     raise InvalidArgument(f"values of type {type(value).__name__} cannot cross the bridge")
 
 
@@ -132,16 +188,70 @@ def from_proto(pb2: Any, msg: Any, numpy_tensors: bool = False) -> Any:
                 raise InvalidArgument(f"duplicate map key {entry.key!r}")
             out[entry.key] = from_proto(pb2, entry.value, numpy_tensors)
         return out
+    if kind == "packed":
+        return _unpack(pb2, msg.packed, numpy_tensors)
+    return _leaf(pb2, msg, kind, numpy_tensors)
+
+
+def _leaf(pb2: Any, msg: Any, kind: str, numpy_tensors: bool) -> Any:
+    if kind == "null":
+        return None
     if kind == "object":
         return ObjectHandle(msg.object.id, msg.object.type_name)
     if kind == "tensor":
-        name = pb2.DType.Name(msg.tensor.dtype)
+        name = pb2.DType.Name(msg.tensor.dtype) if msg.tensor.dtype in pb2.DType.values() else "?"
         dtype = next((d for d, (_, enum) in _DTYPES.items() if enum == name), None)
         if dtype is None:
-            raise InvalidArgument(f"unsupported tensor dtype {name}")
+            raise InvalidArgument(f"unsupported tensor dtype {msg.tensor.dtype}")
         tensor = Tensor(dtype, tuple(msg.tensor.shape), bytes(msg.tensor.data))
         return tensor.to_numpy() if numpy_tensors else tensor
     return getattr(msg, kind)
+
+
+def _unpack(pb2: Any, packed: Any, numpy_tensors: bool) -> Any:
+    """Rebuilds a value from its pre-order nodes without recursion; refuses malformed trees."""
+
+    def bad(what: str) -> InvalidArgument:
+        return InvalidArgument(f"malformed packed value: {what}")
+
+    # (container, expected length, its key in its parent)
+    stack: list[tuple[Any, int, str]] = []
+    nodes = iter(packed.nodes)
+    while True:
+        node = next(nodes, None)
+        if node is None:
+            raise bad("it ends before its containers are complete")
+        kind = node.WhichOneof("kind")
+        if kind in ("list_len", "map_len") and getattr(node, kind) > 0:
+            if len(stack) >= MAX_DEPTH:
+                raise InvalidArgument(f"nesting deeper than {MAX_DEPTH} levels")
+            stack.append(([] if kind == "list_len" else {}, getattr(node, kind), node.key))
+            continue
+        if kind == "list_len":
+            value: Any = []
+        elif kind == "map_len":
+            value = {}
+        else:
+            value = _leaf(pb2, node, kind or "null", numpy_tensors)
+        key = node.key
+        while True:
+            if not stack:
+                if next(nodes, None) is not None:
+                    raise bad("nodes follow the end of the value")
+                return value
+            container, length, parent_key = stack[-1]
+            if isinstance(container, list):
+                if key:
+                    raise bad("a list item has a key")
+                container.append(value)
+            else:
+                if key in container:
+                    raise bad(f"duplicate map key {key!r}")
+                container[key] = value
+            if len(container) < length:
+                break
+            stack.pop()
+            value, key = container, parent_key
 
 
 def map_from_proto(pb2: Any, msg: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -83,3 +84,65 @@ def test_numpy_scalars_become_plain_numbers():
 def test_a_tensor_with_the_wrong_byte_count_is_refused():
     with pytest.raises(InvalidArgument, match="needs 16 bytes"):
         Tensor("float32", (2, 2), b"\x00" * 15)
+
+
+def deep(depth):
+    value = "bottom"
+    for level in range(depth):
+        value = [level, value] if level % 2 == 0 else {"k": value, "n": None}
+    return value
+
+
+@pytest.mark.parametrize("depth", [7, 8, 9, 64, 1000])
+def test_deep_nesting_round_trips_through_the_packed_form(depth):
+    value = deep(depth)
+    wire = to_proto(PB2, value)
+    back = roundtrip(value)
+    # Comparing two 1000-deep values recurses in Python itself.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)
+    try:
+        assert back == value
+    finally:
+        sys.setrecursionlimit(old)
+    if depth > 8:
+        # Past the 8th level the sender switched to the flat form; the wire stays shallow.
+        assert "packed" in str(wire)
+
+
+def test_nesting_deeper_than_the_limit_and_cycles_are_refused():
+    with pytest.raises(InvalidArgument, match="deeper than 1024"):
+        to_proto(PB2, deep(1100))
+    looped = []
+    looped.append(looped)
+    with pytest.raises(InvalidArgument, match="deeper than 1024"):
+        to_proto(PB2, looped)
+
+
+def test_strings_that_are_not_utf8_are_refused_by_name():
+    undecodable = b"ok \xff\xfe".decode("utf-8", "surrogateescape")
+    with pytest.raises(InvalidArgument, match="not valid UTF-8 .bytes ff fe at character 3"):
+        to_proto(PB2, {"answer": undecodable})
+
+
+def packed(*kinds):
+    msg = PB2.Value()
+    msg.packed.SetInParent()
+    for kind, value in kinds:
+        msg.packed.nodes.add(**{kind: value})
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (packed(), "ends before"),
+        (packed(("list_len", 2), ("int", 1)), "ends before"),
+        (packed(("int", 1), ("int", 2)), "nodes follow"),
+        (packed(("map_len", 2), ("int", 1), ("int", 2)), "duplicate map key"),
+        (packed(*[("list_len", 1)] * 1025, ("int", 0)), "deeper than 1024"),
+    ],
+)
+def test_malformed_packed_values_are_refused(wire, message):
+    with pytest.raises(InvalidArgument, match=message):
+        from_proto(PB2, wire)
