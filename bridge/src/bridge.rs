@@ -381,6 +381,13 @@ impl Bridge {
             };
         };
         let bytes = request.encode_to_vec();
+        if bytes.len() + 9 > crate::fast::MAX_FRAME {
+            return Err(BridgeError::InvalidValue(format!(
+                "the request is {} bytes; one call may carry at most {} bytes",
+                bytes.len(),
+                crate::fast::MAX_FRAME - 9
+            )));
+        }
         match checkout.run(fast.call(method, &bytes)).await? {
             Ok(payload) => prost::Message::decode(payload.as_slice())
                 .map(|response| judged(&checkout, response))

@@ -448,4 +448,64 @@ mod tests {
                 .contains("list item has a key")
         );
     }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(Value::Float),
+            ".*".prop_map(Value::String),
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes),
+        ];
+        // Deep enough to cross the packing level; wide enough for many shapes.
+        leaf.prop_recursive(24, 256, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
+                proptest::collection::vec((".{0,6}", inner), 0..4)
+                    .prop_map(|entries| Value::Map(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_value_round_trips(value in any_value()) {
+            proptest::prop_assert_eq!(roundtrip(value.clone()), value);
+        }
+
+        /// Arbitrary bytes either fail to decode or convert to a value or a typed error; no panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(wire) = <pb::Value as prost::Message>::decode(bytes.as_slice()) {
+                let _ = Value::try_from(wire);
+            }
+            if let Ok(response) = <pb::CallResponse as prost::Message>::decode(bytes.as_slice())
+                && let Some(pb::call_response::Result::Value(value)) = response.result
+            {
+                let _ = Value::try_from(value);
+            }
+        }
+
+        /// Valid encodings with bytes flipped: the same guarantee, closer to real messages.
+        #[test]
+        fn mutated_encodings_never_panic(
+            value in any_value(),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..6),
+        ) {
+            let mut bytes = prost::Message::encode_to_vec(&pb::Value::from(&value));
+            if !bytes.is_empty() {
+                for (at, byte) in flips {
+                    let at = at % bytes.len();
+                    bytes[at] = byte;
+                }
+            }
+            if let Ok(wire) = <pb::Value as prost::Message>::decode(bytes.as_slice()) {
+                let _ = Value::try_from(wire);
+            }
+        }
+    }
 }

@@ -10,12 +10,17 @@ CallInstance) therefore also travel on one long-lived, multiplexed connection pe
 ``length`` counts everything after itself. Methods: 1 = RunModule, 2 = CallInstance. Status 0 is
 a response; 1 means the frame could not be served (the payload is a UTF-8 message). Many requests
 may be in flight; responses come in completion order, matched by id.
+
+The socket lives in the owner's private (0700) directory; on top of that, a connection whose peer
+is not the worker's own user (SO_PEERCRED) is closed unread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import struct
 from typing import Any
 
@@ -27,7 +32,23 @@ RUN_MODULE = 1
 CALL_INSTANCE = 2
 
 
+_PEERCRED = struct.Struct("3i")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket."""
+    _pid, uid, _gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return uid
+
+
 async def _serve_connection(servicer: Any, pb2: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or peer_uid(sock) != os.getuid():
+        log.warning("refusing a fast-path connection from another user")
+        writer.close()
+        return
     handlers = {
         RUN_MODULE: (pb2.RunModuleRequest, servicer.RunModule),
         CALL_INSTANCE: (pb2.CallInstanceRequest, servicer.CallInstance),

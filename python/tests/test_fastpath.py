@@ -59,3 +59,26 @@ def test_requests_are_answered_by_id_and_bad_frames_get_an_error_status():
         assert from_proto(PB2, response.value) == {"answer": f"a{i}"}
     status, payload = replies[7]
     assert status == 1 and payload.startswith(b"KeyError")
+
+
+def test_a_connection_from_another_user_is_closed_unread(monkeypatch):
+    """The peer check (SO_PEERCRED) compares with the worker's uid; pretend the worker runs as
+    another user, so this process's own connection is a stranger's."""
+    real_uid = fastpath.os.getuid()
+    monkeypatch.setattr(fastpath.os, "getuid", lambda: real_uid + 1)
+
+    async def scenario():
+        path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/f.sock"
+        server = await fastpath.start(BridgeServicer("t.0", "r"), PB2, path)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(frame(1, fastpath.RUN_MODULE, PB2.RunModuleRequest().SerializeToString()))
+        await writer.drain()
+        try:
+            data = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            data = b""
+        writer.close()
+        server.close()
+        return data
+
+    assert run(scenario) == b"", "closed without an answer"

@@ -354,3 +354,43 @@ fn requests_for_what_is_not_there_are_typed_errors() {
         assert_eq!((stats.restarts, stats.workers_ready), (0, 2));
     });
 }
+
+#[test]
+fn hostile_bytes_on_the_worker_sockets_do_not_hurt_the_workers() {
+    use std::io::Write as _;
+    run(async {
+        let bridge = bridge().await;
+        let dir = bridge.pool().adapter().socket_dir().to_owned();
+        let sockets: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with('w') && (name.ends_with(".sock") || name.ends_with(".fast"))
+            })
+            .collect();
+        assert!(
+            sockets.len() >= 4,
+            "gRPC and fast-path sockets of both workers: {sockets:?}"
+        );
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let path = &sockets[round % sockets.len()];
+            let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+            let mut noise = vec![0u8; rng.usize(0..2048)];
+            rng.fill(&mut noise);
+            if round % 3 == 0 {
+                // An HTTP/2 preface followed by noise gets further into the gRPC server.
+                noise.splice(0..0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".iter().copied());
+            }
+            let _ = stream.write_all(&noise);
+        }
+        let stats = bridge.pool().stats();
+        assert_eq!((stats.restarts, stats.workers_ready), (0, 2), "{stats:?}");
+        for _ in 0..4 {
+            bridge.ping().await.unwrap();
+            assert_eq!(report("<good>").await.unwrap().count, 3);
+        }
+    });
+}
