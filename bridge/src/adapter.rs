@@ -18,14 +18,67 @@ use crate::proto::{PingRequest, PingResponse};
 const READY_PREFIX: &str = "SNAKEPIT_READY ";
 
 /// How Rust and the workers talk.
+///
+/// The TCP transports prepare for workers on other hosts; any local user can reach a TCP port,
+/// so every call on them carries a secret token made for the run (32 random bytes, handed to the
+/// workers in a 0600 file, never in their arguments) that the worker compares in constant time;
+/// a call without it fails `UNAUTHENTICATED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Transport {
     /// A Unix domain socket inside a private (0700) directory. The default.
     #[default]
     UnixSocket,
-    /// TCP on 127.0.0.1 with a port the worker picks. Only when asked.
+    /// TCP on 127.0.0.1 with a port the worker picks, plaintext, with the run token.
     TcpLoopback,
+    /// Like [`TcpLoopback`](Transport::TcpLoopback), over TLS (rustls on the Rust side): each run
+    /// makes a self-signed certificate for `localhost`, and the client trusts exactly that one.
+    TcpLoopbackTls,
+}
+
+impl Transport {
+    fn is_tcp(self) -> bool {
+        matches!(self, Transport::TcpLoopback | Transport::TcpLoopbackTls)
+    }
+}
+
+/// The metadata every call on a TCP transport carries: `authorization: Bearer <run token>`.
+#[derive(Clone, Default)]
+pub(crate) struct RunToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for RunToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RunToken([REDACTED])"
+        } else {
+            "RunToken(None)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for RunToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The gRPC client of one worker.
+pub(crate) type Client =
+    BridgeServiceClient<tonic::service::interceptor::InterceptedService<Channel, RunToken>>;
+
+/// 32 bytes from the operating system's CSPRNG, as hex.
+fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Socket directories are named `dspex-<owner pid>-<random>`.
@@ -66,7 +119,7 @@ fn current_uid() -> u32 {
 /// A ready worker: its gRPC client and identity.
 #[derive(Debug, Clone)]
 pub struct WorkerConnection {
-    pub(crate) client: BridgeServiceClient<Channel>,
+    pub(crate) client: Client,
     pub(crate) fast: Option<std::sync::Arc<crate::fast::FastConnection>>,
     pub(crate) info: PingResponse,
     pub(crate) address: String,
@@ -98,7 +151,6 @@ struct ForkServer {
 }
 
 /// Starts `python -m snakepit_bridge.server` workers and connects to them over gRPC.
-#[derive(Debug)]
 pub struct GrpcPythonAdapter {
     fork_server: Option<ForkServer>,
     environment: PythonEnvironment,
@@ -109,6 +161,22 @@ pub struct GrpcPythonAdapter {
     call_timeout: Duration,
     socket_dir: tempfile::TempDir,
     run_id: Option<String>,
+    token: RunToken,
+    tls_ca: Option<tonic::transport::Certificate>,
+}
+
+impl std::fmt::Debug for GrpcPythonAdapter {
+    /// Environment values are not shown: they may hold API keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcPythonAdapter")
+            .field("python", &self.environment.python())
+            .field("transport", &self.transport)
+            .field("imports", &self.imports)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("fork_server", &self.fork_server.is_some())
+            .field("socket_dir", &self.socket_dir.path())
+            .finish()
+    }
 }
 
 impl GrpcPythonAdapter {
@@ -131,7 +199,7 @@ impl GrpcPythonAdapter {
             .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
-        Ok(GrpcPythonAdapter {
+        let mut adapter = GrpcPythonAdapter {
             fork_server: None,
             python_path: environment.python_path(python_path),
             environment,
@@ -141,7 +209,33 @@ impl GrpcPythonAdapter {
             call_timeout: Duration::from_secs(10),
             socket_dir,
             run_id: None,
-        })
+            token: RunToken::default(),
+            tls_ca: None,
+        };
+        if transport.is_tcp() {
+            let token = new_secret()?;
+            adapter.set_worker_file("SNAKEPIT_AUTH_TOKEN_FILE", "token", token.as_bytes())?;
+            adapter.token =
+                RunToken(Some(format!("Bearer {token}").parse().map_err(|_| {
+                    std::io::Error::other("the token is not valid metadata")
+                })?));
+        }
+        if transport == Transport::TcpLoopbackTls {
+            let certified = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+            ])
+            .map_err(|e| std::io::Error::other(format!("cannot make a TLS certificate: {e}")))?;
+            let cert = certified.cert.pem();
+            adapter.set_worker_file("SNAKEPIT_TLS_CERT_FILE", "tls.crt", cert.as_bytes())?;
+            adapter.set_worker_file(
+                "SNAKEPIT_TLS_KEY_FILE",
+                "tls.key",
+                certified.signing_key.serialize_pem().as_bytes(),
+            )?;
+            adapter.tls_ca = Some(tonic::transport::Certificate::from_pem(cert));
+        }
+        Ok(adapter)
     }
 
     /// Marks the fork server with the pool's run id (`SNAKEPIT_RUN_ID`), as the pool marks its
@@ -269,7 +363,10 @@ impl GrpcPythonAdapter {
     }
 }
 
-async fn channel_for(address: &str) -> Result<Channel, BoxError> {
+async fn channel_for(
+    address: &str,
+    tls_ca: Option<&tonic::transport::Certificate>,
+) -> Result<Channel, BoxError> {
     if let Some(path) = address.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         // The URI is not used for a connector-based channel, but must parse.
@@ -285,10 +382,15 @@ async fn channel_for(address: &str) -> Result<Channel, BoxError> {
             .await?;
         Ok(channel)
     } else if let Some(host_port) = address.strip_prefix("tcp:") {
-        Ok(Endpoint::try_from(format!("http://{host_port}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?)
+        let endpoint = match tls_ca {
+            Some(ca) => Endpoint::try_from(format!("https://{host_port}"))?.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(ca.clone())
+                    .domain_name("localhost"),
+            )?,
+            None => Endpoint::try_from(format!("http://{host_port}"))?,
+        };
+        Ok(endpoint.tcp_nodelay(true).connect().await?)
     } else {
         Err(format!("the worker announced an unknown address {address:?}").into())
     }
@@ -331,7 +433,7 @@ impl Adapter for GrpcPythonAdapter {
                     .arg("--fast-socket")
                     .arg(fast)
             }
-            Transport::TcpLoopback => command.args(["--port", "0"]),
+            Transport::TcpLoopback | Transport::TcpLoopbackTls => command.args(["--port", "0"]),
         };
         for module in &self.imports {
             command = command.args(["--import", module]);
@@ -369,8 +471,8 @@ impl Adapter for GrpcPythonAdapter {
                 tracing::info!(target: "snakepit::worker_output", slot, stream = "stdout", "{line}");
             }
         });
-        let channel = channel_for(&address).await?;
-        let mut client = BridgeServiceClient::new(channel)
+        let channel = channel_for(&address, self.tls_ca.as_ref()).await?;
+        let mut client = BridgeServiceClient::with_interceptor(channel, self.token.clone())
             .max_decoding_message_size(256 * 1024 * 1024)
             .max_encoding_message_size(256 * 1024 * 1024);
         let info = tokio::time::timeout(self.call_timeout, client.ping(PingRequest {}))
@@ -391,7 +493,7 @@ impl Adapter for GrpcPythonAdapter {
                 )
                 .await?,
             )),
-            Transport::TcpLoopback => None,
+            Transport::TcpLoopback | Transport::TcpLoopbackTls => None,
         };
         Ok(WorkerConnection {
             client,

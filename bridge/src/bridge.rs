@@ -10,15 +10,12 @@ use snakepit::{
     Affinity, Checkout, CircuitBreakerConfig, Pool, PoolConfig, PoolConfigBuilder, PoolError,
     RetryPolicy,
 };
-use tonic::transport::Channel;
 
 use crate::adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 use crate::environment::{EnvironmentOptions, PythonEnvironment};
 use crate::error::{BridgeError, Result};
-use crate::proto::bridge_service_client::BridgeServiceClient;
 
-/// The gRPC client type of one worker.
-pub(crate) type Client = BridgeServiceClient<Channel>;
+pub(crate) use crate::adapter::Client;
 
 /// A running pool of Python workers. A cheap [`Clone`] handle; dropping the last one stops the
 /// workers, [`Bridge::shutdown`] does so and waits.
@@ -67,7 +64,7 @@ pub struct WorkerIdentity {
 }
 
 /// Configures and starts a [`Bridge`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BridgeBuilder {
     pool: PoolConfigBuilder,
     environment: EnvironmentOptions,
@@ -78,6 +75,32 @@ pub struct BridgeBuilder {
     lm: Option<crate::api::dspy::Lm>,
     fork_server: bool,
     retry: Option<RetryPolicy>,
+    secret_names: Vec<String>,
+}
+
+impl std::fmt::Debug for BridgeBuilder {
+    /// Environment values are not shown: they may hold API keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeBuilder")
+            .field("pool", &self.pool)
+            .field("environment", &self.environment)
+            .field("imports", &self.imports)
+            .field("python_path", &self.python_path)
+            .field("transport", &self.transport)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("lm", &self.lm)
+            .field("fork_server", &self.fork_server)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Whether an environment variable's name says it holds a secret.
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 impl Default for BridgeBuilder {
@@ -96,6 +119,7 @@ impl Default for BridgeBuilder {
             lm: None,
             fork_server: true,
             retry: None,
+            secret_names: Vec::new(),
         }
     }
 }
@@ -184,9 +208,32 @@ impl BridgeBuilder {
         self
     }
 
-    /// An environment variable for every worker.
+    /// An environment variable for every worker (through the worker's environment, never its
+    /// arguments). Variables whose names contain `KEY`, `TOKEN`, `SECRET`, `PASSWORD` or
+    /// `CREDENTIAL` are treated as secrets, like [`secret_env`](BridgeBuilder::secret_env).
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
+        let key = key.into();
+        if looks_secret(&key) {
+            self.secret_names.push(key.clone());
+        }
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// A secret for every worker, e.g. an LM provider's API key: it reaches the workers only
+    /// through their environment (not their arguments, so `ps` does not show it), is left out of
+    /// `Debug` output, and the workers replace its value with `[REDACTED]` in every error message,
+    /// traceback and log line they produce.
+    ///
+    /// ```
+    /// use snakepit_grpc_bridge::Bridge;
+    /// let builder = Bridge::builder().secret_env("MY_PROVIDER_CREDS", "s3cr3t-value");
+    /// assert!(!format!("{builder:?}").contains("s3cr3t-value"));
+    /// ```
+    pub fn secret_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.secret_names.push(key.clone());
+        self.env.push((key, value.into()));
         self
     }
 
@@ -203,12 +250,19 @@ impl BridgeBuilder {
         let environment = tokio::task::spawn_blocking(move || PythonEnvironment::resolve(&options))
             .await
             .map_err(|e| BridgeError::Protocol(format!("the provisioning task failed: {e}")))??;
+        let mut env = self.env;
+        if !self.secret_names.is_empty() {
+            env.push((
+                "SNAKEPIT_SECRET_NAMES".to_owned(),
+                self.secret_names.join(","),
+            ));
+        }
         let mut adapter = GrpcPythonAdapter::new(
             environment,
             self.imports,
             &self.python_path,
             self.transport,
-            self.env,
+            env,
         )
         .map(|adapter| adapter.with_run_id(&run_id))
         .map_err(|e| BridgeError::Protocol(format!("cannot create the socket directory: {e}")))?;

@@ -176,6 +176,9 @@ def build_lm(pb2: Any, config: Any) -> LmSetup:
         if c.api_base:
             kwargs["api_base"] = c.api_base
         if c.api_key_env:
+            from snakepit_bridge.security import add_secret_names
+
+            add_secret_names(c.api_key_env)
             key = os.environ.get(c.api_key_env)
             if key is None:
                 raise InvalidArgument(

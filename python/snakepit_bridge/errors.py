@@ -55,8 +55,12 @@ def error_info(pb2: Any, exc: BaseException) -> Any:
 
 
 def _text(text: str) -> str:
-    """``text`` as valid UTF-8: an error about undecodable text must still cross the wire, so
-    characters that are not UTF-8 (lone surrogates) are shown escaped, e.g. ``\\udcff``."""
+    """``text`` fit to leave the worker: secrets (API keys) redacted, and valid UTF-8 (an error
+    about undecodable text must still cross the wire, so lone surrogates are shown escaped, e.g.
+    ``\\udcff``)."""
+    from snakepit_bridge.security import scrub
+
+    text = scrub(text)
     try:
         text.encode("utf-8")
         return text

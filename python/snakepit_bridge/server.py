@@ -27,6 +27,7 @@ from snakepit_bridge.proto import pb2 as load_pb2
 from snakepit_bridge.proto import pb2_grpc as load_pb2_grpc
 from snakepit_bridge.sessions import Session, SessionStore
 from snakepit_bridge.tools import REGISTRY, ToolContext, ToolRegistry, tool_spec
+from snakepit_bridge import security
 from snakepit_bridge.values import ObjectHandle, from_proto, map_from_proto, to_proto
 from snakepit_bridge.variables import Constraints, Variable
 
@@ -487,13 +488,15 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-def create_server(servicer: BridgeServicer) -> grpc.aio.Server:
+def create_server(servicer: BridgeServicer, token: str | None = None) -> grpc.aio.Server:
+    """The gRPC server; with ``token``, every call must present it (see ``security``)."""
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    interceptors = [security.TokenInterceptor(token)] if token else []
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     return server
 
@@ -509,13 +512,21 @@ async def serve(args: argparse.Namespace) -> None:
         # A pool with an LM will run DSPy: import it (about 0.6 s) before saying ready, so the
         # first call does not pay for it.
         servicer.dspy.default_lm()
-    server = create_server(servicer)
+    token = security.auth_token()
+    server = create_server(servicer, token)
     if args.socket:
         os.umask(0o077)
         address = f"unix:{args.socket}"
         server.add_insecure_port(address)
     else:
-        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+        if not token:
+            raise SystemExit("a TCP worker needs a run token (SNAKEPIT_AUTH_TOKEN_FILE)")
+        identity = security.tls_identity()
+        if identity:
+            credentials = grpc.ssl_server_credentials([identity])
+            port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
+        else:
+            port = server.add_insecure_port(f"127.0.0.1:{args.port}")
         address = f"tcp:127.0.0.1:{port}"
     await server.start()
     fast = None
@@ -564,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    security.install_log_scrubbing()
     asyncio.run(serve(args))
 
 
