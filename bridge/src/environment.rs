@@ -297,12 +297,19 @@ fn managed_venv(cache: &Path) -> Result<PathBuf, EnvironmentError> {
     let venv = venvs.join(format!("py{version}-{key}"));
     let python = venv.join("bin").join("python");
     let ready = venv.join(".dspex-ready");
-    if ready.exists() && python.exists() {
+    if ready.exists() && damage(&venv).is_none() {
         return Ok(python);
     }
     let _lock = lock_file(&venvs.join(format!("py{version}-{key}.lock")))?;
-    if ready.exists() && python.exists() {
-        return Ok(python); // another process finished it while we waited for the lock
+    if ready.exists() {
+        match damage(&venv) {
+            // Another process finished it while we waited for the lock.
+            None => return Ok(python),
+            Some(missing) => progress(&format!(
+                "the Python environment in {} is damaged ({missing} is missing); rebuilding it",
+                venv.display()
+            )),
+        }
     }
     let started = Instant::now();
     progress(&format!(
@@ -351,6 +358,36 @@ fn managed_venv(cache: &Path) -> Result<PathBuf, EnvironmentError> {
         started.elapsed().as_secs_f64()
     ));
     Ok(python)
+}
+
+/// What a finished environment lacks, if anything: its interpreter or one of the packages the
+/// workers import (file checks only; a start must stay fast).
+fn damage(venv: &Path) -> Option<String> {
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        return Some(python.display().to_string());
+    }
+    let site = fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir());
+    let Some(site) = site else {
+        return Some("site-packages".to_owned());
+    };
+    [
+        "dspy",
+        "grpc",
+        "grpc_tools",
+        "google/protobuf",
+        "numpy",
+        "pydantic",
+        "litellm",
+    ]
+    .iter()
+    .map(|package| site.join(package).join("__init__.py"))
+    .find(|init| !init.exists())
+    .map(|init| init.display().to_string())
 }
 
 /// Writes the embedded worker package and proto into a content-addressed folder and generates the

@@ -279,6 +279,22 @@ fn the_managed_environment_is_built_once_from_a_cold_cache_even_when_raced_and_r
         .status()
         .unwrap();
     assert!(status.success());
+
+    // A finished environment that lost a package since (ready marker present) is detected at the
+    // next start and rebuilt, instead of workers failing to import.
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    std::fs::remove_dir_all(site.join("dspy")).unwrap();
+    let repaired = PythonEnvironment::resolve(&options).unwrap();
+    let status = std::process::Command::new(repaired.python())
+        .args(["-c", "import dspy"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "dspy is back");
 }
 
 #[test]
