@@ -111,7 +111,7 @@ def test_the_fast_path_survives_hostile_connections(chunks):
     assert response.error.kind == PB2.ERROR_KIND_NOT_FOUND
 
 
-METHODS = ["Ping", "CreateSession", "ExecuteTool", "RunModule", "CallInstance", "CreateInstance", "GetVariable"]
+METHODS = ["Ping", "InitializeSession", "ExecuteTool", "RunModule", "CallInstance", "CreateInstance", "GetVariable"]
 
 
 def test_the_grpc_server_answers_hostile_requests_with_a_status():
