@@ -35,10 +35,33 @@ class ParseFailed(BridgeError):
         self.raw_output = raw_output
 
 
+_dspy_ready = False
+
+
 def _dspy() -> Any:
+    global _dspy_ready
     import dspy
 
+    if not _dspy_ready:
+        _bound_global_history()
+        _dspy_ready = True
     return dspy
+
+
+def _bound_global_history() -> None:
+    """DSPy keeps the last 10,000 LM requests of the process (prompts, responses) in a global list;
+    in a long-lived worker that is tens of megabytes held for nothing, and a privacy hazard. Each
+    call's own history is collected separately, so the global one keeps only the last
+    ``SNAKEPIT_DSPY_GLOBAL_HISTORY`` requests (default 100, for ``dspy.inspect_history`` when
+    debugging a worker)."""
+    from dspy.clients import base_lm
+
+    try:
+        size = max(1, int(os.environ.get("SNAKEPIT_DSPY_GLOBAL_HISTORY", "100")))
+    except ValueError:
+        size = 100
+    base_lm.MAX_HISTORY_SIZE = size
+    del base_lm.GLOBAL_HISTORY[:-size]
 
 
 # -- types from JSON Schema ----------------------------------------------------------------------

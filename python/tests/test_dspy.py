@@ -204,3 +204,22 @@ def test_failing_field_finds_the_first_bad_section():
     signature = build_signature(PB2, qa_spec())
     raw = "[[ ## answer ## ]]\nParis\n\n[[ ## confidence ## ]]\nhigh"
     assert failing_field(signature, raw) == "confidence"
+
+
+def test_the_global_history_of_dspy_stays_bounded():
+    from dspy.clients import base_lm
+
+    from snakepit_bridge import dspy_runtime
+
+    dspy_runtime._dspy()
+    assert base_lm.MAX_HISTORY_SIZE == 100
+    runtime = dspy_runtime.DspyRuntime(PB2)
+    spec = PB2.SignatureSpec(
+        inputs=[field("question", {"type": "string"})],
+        outputs=[field("answer", {"type": "string"})],
+    )
+    module = runtime.create("dspy.Predict", spec, [], {}, {}, None)
+    lm = dspy_runtime.build_lm(PB2, dummy({"q": {"answer": "a"}}))
+    for _ in range(250):
+        run(lambda: runtime.call(module, "", [], {"question": "q"}, lm))
+    assert len(base_lm.GLOBAL_HISTORY) <= 100

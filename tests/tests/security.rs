@@ -35,19 +35,24 @@ fn is_root() -> bool {
         == 0
 }
 
-/// Runs `python3` as the user `nobody` to connect to the Unix socket `path`; its exit status and
-/// standard error.
+/// Runs `socket-probe` as the user `nobody` to connect to the Unix socket `path`; its exit status
+/// and standard error. The probe is copied to a directory `nobody` may enter.
 fn connect_as_nobody(path: &Path) -> (bool, String) {
-    let output = Command::new("/usr/bin/env")
-        .args(["python3", "-c"])
-        .arg("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')")
+    static PROBE: LazyLock<(tempfile::TempDir, std::path::PathBuf)> = LazyLock::new(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probe = dir.path().join("socket-probe");
+        std::fs::copy(env!("CARGO_BIN_EXE_socket-probe"), &probe).unwrap();
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, probe)
+    });
+    let output = Command::new(&PROBE.1)
         .arg(path)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .current_dir("/")
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
-        .expect("python3 runs as nobody");
+        .expect("the probe runs as nobody");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
