@@ -49,19 +49,25 @@ def _dspy() -> Any:
 
 
 def _bound_global_history() -> None:
-    """DSPy keeps the last 10,000 LM requests of the process (prompts, responses) in a global list;
-    in a long-lived worker that is tens of megabytes held for nothing, and a privacy hazard. Each
-    call's own history is collected separately, so the global one keeps only the last
-    ``SNAKEPIT_DSPY_GLOBAL_HISTORY`` requests (default 100, for ``dspy.inspect_history`` when
-    debugging a worker)."""
+    """DSPy keeps, per process, the last 10,000 LM requests (prompts and responses) in a global
+    list and in the ``history`` of every module and LM that took part, plus a global trace of the
+    last 10,000 predictions. A long-lived worker then holds tens of megabytes for nothing (the soak
+    test saw a worker grow by 20%), and every prompt lingers. Each call's own history is collected
+    separately, so a worker keeps the last ``SNAKEPIT_DSPY_HISTORY`` requests (default 200) and no
+    global trace; optimisers set a trace of their own in their context and are not affected."""
     from dspy.clients import base_lm
 
+    # The module, not the `settings` object that `dspy.dsp.utils` exports under the same name.
+    settings = importlib.import_module("dspy.dsp.utils.settings")
     try:
-        size = max(1, int(os.environ.get("SNAKEPIT_DSPY_GLOBAL_HISTORY", "100")))
+        size = max(1, int(os.environ.get("SNAKEPIT_DSPY_HISTORY", "200")))
     except ValueError:
-        size = 100
+        size = 200
     base_lm.MAX_HISTORY_SIZE = size
     del base_lm.GLOBAL_HISTORY[:-size]
+    with settings.global_lock:
+        settings.main_thread_config["max_history_size"] = size
+        settings.main_thread_config["trace"] = None
 
 
 # -- types from JSON Schema ----------------------------------------------------------------------

@@ -211,8 +211,10 @@ def test_the_global_history_of_dspy_stays_bounded():
 
     from snakepit_bridge import dspy_runtime
 
+    import dspy
+
     dspy_runtime._dspy()
-    assert base_lm.MAX_HISTORY_SIZE == 100
+    assert base_lm.MAX_HISTORY_SIZE == 200
     runtime = dspy_runtime.DspyRuntime(PB2)
     spec = PB2.SignatureSpec(
         inputs=[field("question", {"type": "string"})],
@@ -220,6 +222,8 @@ def test_the_global_history_of_dspy_stays_bounded():
     )
     module = runtime.create("dspy.Predict", spec, [], {}, {}, None)
     lm = dspy_runtime.build_lm(PB2, dummy({"q": {"answer": "a"}}))
-    for _ in range(250):
+    for _ in range(450):
         run(lambda: runtime.call(module, "", [], {"question": "q"}, lm))
-    assert len(base_lm.GLOBAL_HISTORY) <= 100
+    assert len(base_lm.GLOBAL_HISTORY) <= 200
+    assert len(module.history) <= 200, "the module's own history is bounded too"
+    assert dspy.settings.trace is None, "no global trace of every prediction"

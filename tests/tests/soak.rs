@@ -201,6 +201,12 @@ fn soak() {
         println!(
             "| test process fds after warm-up / max / end | {fds_base} / {fds_max} / {fds_end} |"
         );
+        let by_minute: Vec<String> = samples
+            .iter()
+            .filter(|(t, ..)| t.as_secs() % 60 < 5)
+            .map(|(t, rss, _)| format!("{} s: {:.1} MB", t.as_secs(), *rss as f64 / 1024.0))
+            .collect();
+        println!("| survivor RSS over time | {} |", by_minute.join(", "));
         assert_eq!((lost, duplicated, wrong.load(Ordering::Relaxed)), (0, 0, 0));
         assert!(
             kills >= 1 || duration < kill_every,
