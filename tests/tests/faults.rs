@@ -68,10 +68,14 @@ async fn hundred_calls_with_a_kill(dspex: &Dspex) -> (Vec<Result<QAOutput, Error
     (results, victim)
 }
 
+/// Waits until every worker of the pool is ready again.
 async fn wait_full(dspex: &Dspex) {
     let pool = dspex.bridge().pool();
+    let size = pool.config().size;
     assert!(
-        eventually(Duration::from_secs(30), || pool.stats().workers_ready == 2).await,
+        eventually(Duration::from_secs(30), || pool.stats().workers_ready
+            == size)
+        .await,
         "the pool is back to full size: {:?}",
         pool.stats()
     );
@@ -205,19 +209,11 @@ fn a_sigstopped_worker_is_found_by_health_checks_timed_out_and_replaced() {
             eventually(Duration::from_secs(10), || !alive(victim)).await,
             "the stopped worker {victim} is still there"
         );
-        wait_full_one(&pool).await;
+        wait_full(&dspex).await;
         assert_eq!(QA::predict(&dspex, ask(2)).await.unwrap().answer, "a2");
         eprintln!("SIGSTOP: found and replaced in {detection:?} (interval {interval:?})");
         dspex.shutdown().await.unwrap();
     });
-}
-
-async fn wait_full_one(pool: &snakepit::Pool<dspex::snakepit_grpc_bridge::GrpcPythonAdapter>) {
-    assert!(
-        eventually(Duration::from_secs(30), || pool.stats().workers_ready == 1).await,
-        "the pool is back to full size: {:?}",
-        pool.stats()
-    );
 }
 
 #[test]
