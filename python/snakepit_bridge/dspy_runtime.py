@@ -53,8 +53,8 @@ def _bound_global_history() -> None:
     list and in the ``history`` of every module and LM that took part, plus a global trace of the
     last 10,000 predictions. A long-lived worker then holds tens of megabytes for nothing (the soak
     test saw a worker grow by 20%), and every prompt lingers. Each call's own history is collected
-    separately, so a worker keeps the last ``SNAKEPIT_DSPY_HISTORY`` requests (default 200) and no
-    global trace; optimisers set a trace of their own in their context and are not affected."""
+    separately, so a worker keeps the last ``SNAKEPIT_DSPY_HISTORY`` requests (default 200); the
+    trace is per call (see ``DspyRuntime.call``)."""
     from dspy.clients import base_lm
 
     # The module, not the `settings` object that `dspy.dsp.utils` exports under the same name.
@@ -67,7 +67,6 @@ def _bound_global_history() -> None:
     del base_lm.GLOBAL_HISTORY[:-size]
     with settings.global_lock:
         settings.main_thread_config["max_history_size"] = size
-        settings.main_thread_config["trace"] = None
 
 
 # -- types from JSON Schema ----------------------------------------------------------------------
@@ -385,7 +384,10 @@ class DspyRuntime:
         call_lm = lm.lm.copy() if lm is not None else None
         collector = HistoryCollector()
         settings: dict[str, Any] = {
-            "caller_modules": [*(dspy.settings.caller_modules or []), collector]
+            "caller_modules": [*(dspy.settings.caller_modules or []), collector],
+            # A trace of this call only: DSPy's global one would collect every prediction of the
+            # worker's life (modules like BestOfN extend it), mixing concurrent calls.
+            "trace": [],
         }
         if call_lm is not None:
             settings.update(lm=call_lm, adapter=lm.adapter)
