@@ -14,22 +14,9 @@ use dspex::snakepit_grpc_bridge::{
     BridgeError, CircuitBreakerConfig, PoolError, RetryPolicy, Value,
 };
 use dspex::{Dspex, Error};
-use support::{alive, builder, eventually, faulty_lm, kill, numbered_answers, run};
-
-/// Answer the question.
-#[dspy_signature]
-pub struct QA {
-    #[input]
-    pub question: String,
-    #[output]
-    pub answer: String,
-}
-
-fn ask(i: usize) -> QAInput {
-    QAInput {
-        question: format!("<q{i}>"),
-    }
-}
+use support::{
+    QA, QAOutput, alive, ask, builder, eventually, faulty_lm, kill, numbered_answers, run,
+};
 
 /// The pid of the Python process that serves a worker (with the fork server, the pool's own
 /// process for the slot is the shim; the server is its forked sibling).
@@ -68,6 +55,23 @@ async fn hundred_calls_with_a_kill(dspex: &Dspex) -> (Vec<Result<QAOutput, Error
     (results, victim)
 }
 
+/// Two workers whose LM takes 200 ms per call, with `retry` if given.
+async fn slow_pool(retry: Option<RetryPolicy>) -> Dspex {
+    builder()
+        .lm(faulty_lm(
+            numbered_answers(120),
+            &[("delay_ms", Value::from(200.0))],
+        ))
+        .workers(2)
+        .bridge(|b| match retry {
+            Some(policy) => b.retry(policy),
+            None => b,
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Waits until every worker of the pool is ready again.
 async fn wait_full(dspex: &Dspex) {
     let pool = dspex.bridge().pool();
@@ -84,15 +88,7 @@ async fn wait_full(dspex: &Dspex) {
 #[test]
 fn sigkill_during_100_concurrent_calls_every_call_returns_and_the_pool_recovers() {
     run(async {
-        let dspex = builder()
-            .lm(faulty_lm(
-                numbered_answers(120),
-                &[("delay_ms", Value::from(200.0))],
-            ))
-            .workers(2)
-            .start()
-            .await
-            .unwrap();
+        let dspex = slow_pool(None).await;
         let (results, victim) = hundred_calls_with_a_kill(&dspex).await;
         let mut crashed = 0;
         for (i, result) in results.iter().enumerate() {
@@ -132,16 +128,10 @@ fn sigkill_during_100_concurrent_calls_every_call_returns_and_the_pool_recovers(
 #[test]
 fn the_retry_policy_turns_those_crashes_into_successes() {
     run(async {
-        let dspex = builder()
-            .lm(faulty_lm(
-                numbered_answers(120),
-                &[("delay_ms", Value::from(200.0))],
-            ))
-            .workers(2)
-            .bridge(|b| b.retry(RetryPolicy::new(4).initial_backoff(Duration::from_millis(20))))
-            .start()
-            .await
-            .unwrap();
+        let dspex = slow_pool(Some(
+            RetryPolicy::new(4).initial_backoff(Duration::from_millis(20)),
+        ))
+        .await;
         let (results, victim) = hundred_calls_with_a_kill(&dspex).await;
         for (i, result) in results.into_iter().enumerate() {
             let output = result.unwrap_or_else(|e| panic!("call {i} was retried, yet: {e}"));

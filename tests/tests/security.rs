@@ -15,16 +15,7 @@ use dspex::Lm;
 use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::snakepit;
 use dspex::snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport};
-use support::run;
-
-/// Answer the question.
-#[dspy_signature]
-pub struct QA {
-    #[input]
-    pub question: String,
-    #[output]
-    pub answer: String,
-}
+use support::{QA, QAInput, run};
 
 const NOBODY: u32 = 65534;
 
@@ -136,6 +127,29 @@ async fn raw_ping(
         .map(drop)
 }
 
+/// One worker on `transport` whose LM always answers `answer`; checks that the bridge's own calls
+/// (which carry the run token) work: a ping and a typed prediction.
+async fn tcp_pool(transport: Transport, answer: &str) -> dspex::Dspex {
+    let dspex = support::builder()
+        .lm(Lm::dummy(vec![serde_json::json!({ "answer": answer })]))
+        .workers(1)
+        .bridge(|b| b.transport(transport))
+        .start()
+        .await
+        .unwrap();
+    dspex.bridge().ping().await.unwrap();
+    let output = QA::predict(
+        &dspex,
+        QAInput {
+            question: "q".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.answer, answer);
+    dspex
+}
+
 async fn worker_port(bridge: &Bridge) -> String {
     let checkout = bridge.pool().checkout().await.unwrap();
     let address = checkout.connection().address().to_owned();
@@ -163,25 +177,8 @@ fn assert_unauthenticated(result: Result<(), tonic::Status>, what: &str) {
 #[test]
 fn tcp_workers_demand_the_run_token() {
     run(async {
-        let dspex = support::builder()
-            .lm(Lm::dummy(vec![serde_json::json!({"answer": "ok"})]))
-            .workers(1)
-            .bridge(|b| b.transport(Transport::TcpLoopback))
-            .start()
-            .await
-            .unwrap();
+        let dspex = tcp_pool(Transport::TcpLoopback, "ok").await;
         let bridge = dspex.bridge();
-        // The bridge's own calls carry it.
-        bridge.ping().await.unwrap();
-        let answer = QA::predict(
-            &dspex,
-            QAInput {
-                question: "q".into(),
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(answer.answer, "ok");
         let port = worker_port(bridge).await;
         let channel = tonic::transport::Endpoint::try_from(format!("http://{port}"))
             .unwrap()
@@ -213,24 +210,8 @@ fn tcp_workers_demand_the_run_token() {
 #[test]
 fn tcp_with_tls_works_and_refuses_plaintext() {
     run(async {
-        let dspex = support::builder()
-            .lm(Lm::dummy(vec![serde_json::json!({"answer": "over tls"})]))
-            .workers(1)
-            .bridge(|b| b.transport(Transport::TcpLoopbackTls))
-            .start()
-            .await
-            .unwrap();
+        let dspex = tcp_pool(Transport::TcpLoopbackTls, "over tls").await;
         let bridge = dspex.bridge();
-        bridge.ping().await.unwrap();
-        let answer = QA::predict(
-            &dspex,
-            QAInput {
-                question: "q".into(),
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(answer.answer, "over tls");
         let port = worker_port(bridge).await;
         let token = format!("Bearer {}", token_of(bridge));
         // Plaintext HTTP/2 to the TLS port: no answer, even with the token.

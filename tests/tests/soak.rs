@@ -18,19 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::RetryPolicy;
 use dspex::{Dspex, Lm};
-use support::{kill, numbered_answers, open_fds, rss_kb, run};
-
-/// Answer the question.
-#[dspy_signature]
-pub struct QA {
-    #[input]
-    pub question: String,
-    #[output]
-    pub answer: String,
-}
+use support::{QA, ask, kill, numbered_answers, open_fds, rss_kb, run};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -124,10 +114,7 @@ fn soak() {
             );
             tasks.push(tokio::spawn(async move {
                 let n = i % DISTINCT;
-                let input = QAInput {
-                    question: format!("<q{n}>"),
-                };
-                match QA::predict(&dspex, input).await {
+                match QA::predict(&dspex, ask(n)).await {
                     Ok(output) if output.answer == format!("a{n}") => {
                         results[i].fetch_add(1, Ordering::Relaxed);
                     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::{Map, Value};
 use dspex::{Dspex, DspexBuilder, Lm};
 use tokio::runtime::Runtime;
@@ -22,6 +23,22 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 /// Runs a test body on the shared runtime.
 pub fn run<F: Future>(body: F) -> F::Output {
     RUNTIME.block_on(body)
+}
+
+/// Answer the question.
+#[dspy_signature]
+pub struct QA {
+    #[input]
+    pub question: String,
+    #[output]
+    pub answer: String,
+}
+
+/// The question `<qN>`, which the LMs of `numbered_answers` answer with `aN`.
+pub fn ask(i: usize) -> QAInput {
+    QAInput {
+        question: format!("<q{i}>"),
+    }
 }
 
 pub fn python_dir() -> PathBuf {
