@@ -11,8 +11,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::environment::PythonEnvironment;
+use crate::fork_server::{ForkServer, ForkServerSpec, SHIM_WAIT_ENV};
 use crate::proto::bridge_service_client::BridgeServiceClient;
 use crate::proto::{PingRequest, PingResponse};
+
+/// The environment variable that tells workers the largest message they may send or accept.
+const MAX_MESSAGE_ENV: &str = "SNAKEPIT_MAX_MESSAGE_BYTES";
 
 /// The line a worker prints on standard output once it can serve.
 const READY_PREFIX: &str = "SNAKEPIT_READY ";
@@ -142,17 +146,10 @@ impl WorkerConnection {
     }
 }
 
-/// A pre-warmed Python process that has imported DSPy and gRPC and forks workers on request.
-#[derive(Debug)]
-struct ForkServer {
-    control: PathBuf,
-    // Killed at shutdown or when the adapter (and so the pool) goes; its workers die with it.
-    process: std::sync::Mutex<Option<tokio::process::Child>>,
-}
-
 /// Starts `python -m snakepit_bridge.server` workers and connects to them over gRPC.
 pub struct GrpcPythonAdapter {
     fork_server: Option<ForkServer>,
+    max_message_bytes: usize,
     environment: PythonEnvironment,
     python_path: OsString,
     imports: Vec<String>,
@@ -161,6 +158,8 @@ pub struct GrpcPythonAdapter {
     call_timeout: Duration,
     socket_dir: tempfile::TempDir,
     run_id: Option<String>,
+    /// How long a shim waits for the fork server's control socket (while it starts again).
+    fork_wait: Duration,
     token: RunToken,
     tls_ca: Option<tonic::transport::Certificate>,
 }
@@ -173,7 +172,11 @@ impl std::fmt::Debug for GrpcPythonAdapter {
             .field("transport", &self.transport)
             .field("imports", &self.imports)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
-            .field("fork_server", &self.fork_server.is_some())
+            .field(
+                "fork_server",
+                &self.fork_server.as_ref().map(ForkServer::pid),
+            )
+            .field("max_message_bytes", &self.max_message_bytes)
             .field("socket_dir", &self.socket_dir.path())
             .finish()
     }
@@ -201,6 +204,7 @@ impl GrpcPythonAdapter {
             .tempdir_in(base)?;
         let mut adapter = GrpcPythonAdapter {
             fork_server: None,
+            max_message_bytes: crate::fast::DEFAULT_MAX_FRAME,
             python_path: environment.python_path(python_path),
             environment,
             imports,
@@ -209,6 +213,7 @@ impl GrpcPythonAdapter {
             call_timeout: Duration::from_secs(10),
             socket_dir,
             run_id: None,
+            fork_wait: Duration::from_secs(60),
             token: RunToken::default(),
             tls_ca: None,
         };
@@ -271,79 +276,69 @@ impl GrpcPythonAdapter {
         Ok(())
     }
 
+    /// The largest message (a request or a result, in bytes) either side sends or accepts on a
+    /// call; a result over it comes back as [`BridgeError::ResultTooLarge`](crate::BridgeError).
+    /// Default: 256 MiB. Set it before the workers (and the fork server) start.
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        // A frame's length is a u32, and the header needs room.
+        self.max_message_bytes = bytes.clamp(1024, u32::MAX as usize - 64);
+        self.env.retain(|(k, _)| k != MAX_MESSAGE_ENV);
+        self.env.push((
+            MAX_MESSAGE_ENV.to_owned(),
+            self.max_message_bytes.to_string(),
+        ));
+        self
+    }
+
+    /// The largest message either side sends or accepts on a call, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// Starts a fork server: one Python process imports DSPy and gRPC once, and every worker is
     /// forked from it (tens of milliseconds instead of a cold interpreter, and shared pages). The
-    /// pool then supervises a small shim per worker that lives and dies with it.
+    /// pool then supervises a small shim per worker that lives and dies with it. The fork server
+    /// itself is supervised: when it exits it is started again at once (its workers, which died
+    /// with it, are replaced by the pool), and if it cannot be started again workers are spawned
+    /// plainly from then on.
     pub async fn start_fork_server(&mut self, timeout: Duration) -> Result<(), BoxError> {
-        let control = self.socket_dir.path().join("fork.sock");
-        let mut command = tokio::process::Command::new(self.environment.python());
-        command
-            .args(["-m", "snakepit_bridge.forkserver", "--control"])
-            .arg(&control)
-            .env("PYTHONPATH", &self.python_path)
-            .env("PYTHONUNBUFFERED", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(self.run_id.iter().map(|id| (snakepit::RUN_ID_ENV, id)))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut process = command.spawn()?;
-        let stdout = process.stdout.take().ok_or("no stdout")?;
-        let stderr = process.stderr.take().ok_or("no stderr")?;
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "snakepit::worker_output", stream = "forkserver", "{line}");
-            }
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(timeout, async {
-            while let Some(line) = lines.next_line().await? {
-                if line.trim() == "FORKSERVER_READY" {
-                    return Ok::<bool, std::io::Error>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await;
-        match ready {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Err("the fork server exited before it was ready".into()),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(format!("the fork server was not ready within {timeout:?}").into());
-            }
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.fork_server = Some(ForkServer {
-            control,
-            process: std::sync::Mutex::new(Some(process)),
-        });
+        let spec = ForkServerSpec {
+            python: self.environment.python().to_path_buf(),
+            python_path: self.python_path.clone(),
+            env: self.env.clone(),
+            run_id: self.run_id.clone(),
+            control: self.socket_dir.path().join("fork.sock"),
+            ready_within: timeout,
+        };
+        self.fork_wait = timeout;
+        self.fork_server = Some(ForkServer::start(spec).await?);
         Ok(())
     }
 
     /// Stops the fork server (its remaining workers die with it). Called at shutdown.
     pub fn stop_fork_server(&self) {
         if let Some(fork) = &self.fork_server {
-            let process = fork
-                .process
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(mut process) = process {
-                let _ = process.start_kill();
-                tokio::spawn(async move {
-                    let _ = process.wait().await;
-                });
-            }
+            fork.stop();
         }
     }
 
-    /// Whether workers are forked from a fork server.
+    /// Whether new workers are forked from a fork server (false without one, and after a fork
+    /// server that exited could not be started again).
     pub fn uses_fork_server(&self) -> bool {
-        self.fork_server.is_some()
+        self.fork_server.as_ref().is_some_and(ForkServer::available)
+    }
+
+    /// The process id of the running fork server, if there is one.
+    pub fn fork_server_pid(&self) -> Option<u32> {
+        self.fork_server
+            .as_ref()
+            .map(ForkServer::pid)
+            .filter(|&pid| pid != 0)
+    }
+
+    /// How often the fork server was started again after it exited.
+    pub fn fork_server_restarts(&self) -> u32 {
+        self.fork_server.as_ref().map_or(0, ForkServer::restarts)
     }
 
     /// The private directory holding the workers' sockets.
@@ -401,7 +396,7 @@ impl Adapter for GrpcPythonAdapter {
 
     fn command(&self, ctx: &WorkerContext) -> Result<WorkerCommand, BoxError> {
         let command = WorkerCommand::new(self.environment.python());
-        let command = match &self.fork_server {
+        let command = match self.fork_server.as_ref().filter(|f| f.available()) {
             Some(fork) => command
                 .arg("-S")
                 .arg(
@@ -410,8 +405,9 @@ impl Adapter for GrpcPythonAdapter {
                         .join("snakepit_bridge")
                         .join("forkshim.py"),
                 )
-                .arg(&fork.control)
-                .arg("--"),
+                .arg(fork.control())
+                .arg("--")
+                .env(SHIM_WAIT_ENV, self.fork_wait.as_secs_f64().to_string()),
             None => command.args(["-m", "snakepit_bridge.server"]),
         };
         let mut command = command
@@ -473,8 +469,8 @@ impl Adapter for GrpcPythonAdapter {
         });
         let channel = channel_for(&address, self.tls_ca.as_ref()).await?;
         let mut client = BridgeServiceClient::with_interceptor(channel, self.token.clone())
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024);
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
         let info = tokio::time::timeout(self.call_timeout, client.ping(PingRequest {}))
             .await
             .map_err(|_| "the worker did not answer its first ping")??
@@ -490,6 +486,7 @@ impl Adapter for GrpcPythonAdapter {
             Transport::UnixSocket => Some(std::sync::Arc::new(
                 crate::fast::FastConnection::connect(
                     &self.socket_path(ctx.id).with_extension("fast"),
+                    self.max_message_bytes + crate::fast::LENGTH_OVERHEAD,
                 )
                 .await?,
             )),
@@ -504,6 +501,11 @@ impl Adapter for GrpcPythonAdapter {
     }
 
     async fn health_check(&self, connection: &WorkerConnection) -> Result<(), BoxError> {
+        // A fast path that broke (the worker sent what cannot be read) would fail every DSPy call
+        // on this worker from now on: replace the worker.
+        if connection.fast.as_ref().is_some_and(|f| f.is_closed()) {
+            return Err("the worker's fast-path connection is closed".into());
+        }
         let mut client = connection.client.clone();
         client.ping(PingRequest {}).await?;
         Ok(())

@@ -14,6 +14,34 @@ use snakepit::{
 use crate::adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 use crate::environment::{EnvironmentOptions, PythonEnvironment};
 use crate::error::{BridgeError, Result};
+use crate::fast::Reply;
+
+/// How long a call that timed out waits for the worker to confirm its cancel before it gives up
+/// (and is then not sent again). A cancelled asyncio task ends within milliseconds; a call that
+/// runs in a thread ends only when the thread does.
+const CANCEL_CONFIRM_WITHIN: Duration = Duration::from_secs(2);
+
+/// A failed attempt of a call, and whether sending the call again is safe: nothing of this
+/// attempt runs in a worker any more (it crashed, or it confirmed the cancel of a timed-out call).
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) error: BridgeError,
+    pub(crate) resend_safe: bool,
+}
+
+impl From<BridgeError> for Attempt {
+    /// A crashed worker took the attempt with it; any other failure is final.
+    fn from(error: BridgeError) -> Self {
+        let resend_safe = matches!(&error, BridgeError::Pool(p) if p.is_retryable());
+        Attempt { error, resend_safe }
+    }
+}
+
+impl From<PoolError> for Attempt {
+    fn from(error: PoolError) -> Self {
+        BridgeError::from(error).into()
+    }
+}
 
 pub(crate) use crate::adapter::Client;
 
@@ -76,6 +104,7 @@ pub struct BridgeBuilder {
     fork_server: bool,
     retry: Option<RetryPolicy>,
     secret_names: Vec<String>,
+    max_message_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for BridgeBuilder {
@@ -91,6 +120,7 @@ impl std::fmt::Debug for BridgeBuilder {
             .field("lm", &self.lm)
             .field("fork_server", &self.fork_server)
             .field("retry", &self.retry)
+            .field("max_message_bytes", &self.max_message_bytes)
             .finish()
     }
 }
@@ -120,6 +150,7 @@ impl Default for BridgeBuilder {
             fork_server: true,
             retry: None,
             secret_names: Vec::new(),
+            max_message_bytes: None,
         }
     }
 }
@@ -183,10 +214,25 @@ impl BridgeBuilder {
         self
     }
 
-    /// Retries calls that are safe to send again when their worker crashed or hung: the
-    /// session-less DSPy calls ([`Bridge::run_module`], [`Bridge::predict`],
-    /// [`Bridge::chain_of_thought`], and so every typed `dspex` call) and [`Bridge::ping`].
-    /// Calls in a session are never retried: their state died with the worker
+    /// The largest message, in bytes, that either side sends or accepts on one call: a request
+    /// over it fails before it is sent ([`BridgeError::InvalidValue`]), a result over it comes
+    /// back as [`BridgeError::ResultTooLarge`] and the worker stays healthy. Default: 256 MiB.
+    ///
+    /// ```
+    /// use snakepit_grpc_bridge::Bridge;
+    /// let builder = Bridge::builder().max_message_bytes(16 * 1024 * 1024);
+    /// ```
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = Some(bytes);
+        self
+    }
+
+    /// Retries calls that are safe to send again: the session-less DSPy calls
+    /// ([`Bridge::run_module`], [`Bridge::predict`], [`Bridge::chain_of_thought`], and so every
+    /// typed `dspex` call) and [`Bridge::ping`], when their worker crashed, or when they timed
+    /// out and the worker confirmed that it cancelled them (so two attempts of one call never run
+    /// at the same time; a timeout the worker did not confirm is returned as it is). Calls in a
+    /// session are never retried: their state died with the worker
     /// ([`PoolError::SessionWorkerLost`]). Default: no retries.
     ///
     /// ```
@@ -265,19 +311,24 @@ impl BridgeBuilder {
             env,
         )
         .map(|adapter| adapter.with_run_id(&run_id))
+        .map(|adapter| match self.max_message_bytes {
+            Some(bytes) => adapter.with_max_message_bytes(bytes),
+            None => adapter,
+        })
         .map_err(|e| BridgeError::Protocol(format!("cannot create the socket directory: {e}")))?;
         if let Some(lm) = &self.lm {
             adapter
                 .set_worker_file("SNAKEPIT_DSPY_LM_FILE", "lm.pb", &lm.to_bytes())
                 .map_err(|e| BridgeError::Protocol(format!("cannot write the LM settings: {e}")))?;
         }
-        if self.fork_server {
-            adapter
-                .start_fork_server(config.startup_timeout)
-                .await
-                .map_err(|e| {
-                    BridgeError::Protocol(format!("the fork server did not start: {e}"))
-                })?;
+        if self.fork_server
+            && let Err(e) = adapter.start_fork_server(config.startup_timeout).await
+        {
+            tracing::warn!(
+                run_id = %run_id,
+                error = %e,
+                "the fork server did not start; spawning workers plainly"
+            );
         }
         let pool = Pool::start(adapter, config).await?;
         Ok(Bridge {
@@ -305,9 +356,15 @@ impl Bridge {
     /// Pings the least-loaded worker: who it is and which versions it runs.
     pub async fn ping(&self) -> Result<WorkerIdentity> {
         let pong = self
-            .retrying(|| {
+            .retrying(|| async {
+                // A ping changes nothing: sending it again is always safe.
                 self.call(None, |mut c| async move {
                     c.ping(crate::proto::PingRequest {}).await
+                })
+                .await
+                .map_err(|error| Attempt {
+                    resend_safe: matches!(&error, BridgeError::Pool(p) if p.is_retryable() || p.is_timeout()),
+                    error,
                 })
             })
             .await?
@@ -330,23 +387,22 @@ impl Bridge {
         Ok(())
     }
 
-    /// Runs `attempt` under the retry policy, if there is one. Only for calls safe to repeat.
+    /// Runs `attempt` under the retry policy, if there is one, sending it again only after a
+    /// failure that says so. Only for calls that are safe to repeat once they no longer run.
     pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = std::result::Result<T, Attempt>>,
     {
-        match &self.inner.retry {
+        let result = match &self.inner.retry {
             Some(policy) => {
                 policy
-                    .run(
-                        |e: &BridgeError| matches!(e, BridgeError::Pool(p) if p.is_retryable()),
-                        |_| attempt(),
-                    )
+                    .run(|failed: &Attempt| failed.resend_safe, |_| attempt())
                     .await
             }
             None => attempt().await,
-        }
+        };
+        result.map_err(|failed| failed.error)
     }
 
     pub(crate) fn new_session_id(&self) -> String {
@@ -405,14 +461,17 @@ impl Bridge {
     }
 
     /// Runs a DSPy call on the worker's fast path (protobuf frames on a multiplexed Unix-socket
-    /// connection) when it has one, else as the gRPC call `grpc`.
+    /// connection) when it has one, else as the gRPC call `grpc`. A call that times out is
+    /// cancelled in the worker; the failure says whether the worker confirmed that nothing of it
+    /// runs any more (only then is it safe to send again). A call whose future is dropped is
+    /// cancelled in the worker too.
     pub(crate) async fn call_fast<M, F, Fut>(
         &self,
         session: Option<&str>,
         method: u8,
         request: M,
         grpc: F,
-    ) -> Result<crate::proto::CallResponse>
+    ) -> std::result::Result<crate::proto::CallResponse, Attempt>
     where
         M: prost::Message,
         F: FnOnce(Client, M) -> Fut,
@@ -423,43 +482,76 @@ impl Bridge {
             >,
         >,
     {
-        let checkout = self.checkout(session).await?;
+        let checkout = self.checkout(session).await.map_err(Attempt::from)?;
         let Some(fast) = checkout.connection().fast.clone() else {
             let client = checkout.connection().client.clone();
-            return match checkout.run(grpc(client, request)).await? {
-                Ok(response) => Ok(judged(&checkout, response.into_inner())),
-                Err(status) => {
+            // Dropping the gRPC call resets its stream, which cancels the handler in the worker,
+            // but nothing confirms it: a timeout here is not safe to send again.
+            return match checkout.run(grpc(client, request)).await {
+                Ok(Ok(response)) => Ok(judged(&checkout, response.into_inner())),
+                Ok(Err(status)) => {
                     checkout.mark_failed();
-                    Err(self.failure(&checkout, status).await)
+                    Err(self.failure(&checkout, status).await.into())
                 }
+                Err(error) => Err(BridgeError::from(error).into()),
             };
         };
         let bytes = request.encode_to_vec();
-        if bytes.len() + 9 > crate::fast::MAX_FRAME {
-            return Err(BridgeError::InvalidValue(format!(
-                "the request is {} bytes; one call may carry at most {} bytes",
-                bytes.len(),
-                crate::fast::MAX_FRAME - 9
-            )));
-        }
-        match checkout.run(fast.call(method, &bytes)).await? {
-            Ok(payload) => prost::Message::decode(payload.as_slice())
+        let mut call = fast.start(method, &bytes).map_err(|message| {
+            if bytes.len() > fast.max_request() {
+                BridgeError::InvalidValue(format!(
+                    "the request is {} bytes; one call may carry at most {} bytes",
+                    bytes.len(),
+                    fast.max_request()
+                ))
+            } else {
+                checkout.mark_failed();
+                BridgeError::Protocol(format!("fast path: {message}"))
+            }
+        })?;
+        let reply = match checkout.run(call.response()).await {
+            Ok(reply) => reply,
+            Err(error @ PoolError::RequestTimeout { .. }) => {
+                // Keep the slot until the worker confirms, so the in-flight limit bounds the
+                // work that really runs.
+                let confirmed = call.cancel(CANCEL_CONFIRM_WITHIN).await;
+                if !confirmed {
+                    tracing::warn!(worker = %checkout.worker(), "a timed-out call was not confirmed cancelled; it is not sent again");
+                }
+                return Err(Attempt {
+                    error: error.into(),
+                    resend_safe: confirmed,
+                });
+            }
+            Err(error) => return Err(BridgeError::from(error).into()),
+        };
+        match reply {
+            Reply::Response(payload) => prost::Message::decode(payload.as_slice())
                 .map(|response| judged(&checkout, response))
                 .map_err(|e| {
                     checkout.mark_failed();
-                    BridgeError::Protocol(format!("a malformed fast-path response: {e}"))
+                    BridgeError::Protocol(format!("a malformed fast-path response: {e}")).into()
                 }),
-            Err(message) => match checkout.exit_within(self.inner.crash_grace).await {
-                Some(exit) => Err(PoolError::WorkerCrashed {
-                    worker: checkout.worker(),
-                    exit,
-                }
-                .into()),
-                None => {
-                    checkout.mark_failed();
-                    Err(BridgeError::Protocol(format!("fast path: {message}")))
-                }
-            },
+            Reply::Failed(message) => {
+                Err(match checkout.exit_within(self.inner.crash_grace).await {
+                    Some(exit) => PoolError::WorkerCrashed {
+                        worker: checkout.worker(),
+                        exit,
+                    }
+                    .into(),
+                    None => {
+                        checkout.mark_failed();
+                        BridgeError::Protocol(format!("fast path: {message}")).into()
+                    }
+                })
+            }
+            Reply::Cancelled => {
+                checkout.mark_failed();
+                Err(BridgeError::Protocol(
+                    "the worker cancelled a call nobody cancelled".to_owned(),
+                )
+                .into())
+            }
         }
     }
 

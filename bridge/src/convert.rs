@@ -299,6 +299,7 @@ impl From<pb::ErrorInfo> for BridgeError {
             K::ConstraintViolation => BridgeError::ConstraintViolation { message },
             K::AlreadyExists => BridgeError::AlreadyExists { message },
             K::CallbackFailed => BridgeError::CallbackFailed { message },
+            K::ResultTooLarge => BridgeError::ResultTooLarge { message },
             K::ParseFailed => BridgeError::ParseFailed {
                 field: info.field,
                 raw_output: info.raw_output,

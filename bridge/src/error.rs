@@ -82,6 +82,14 @@ pub enum BridgeError {
         /// What went wrong.
         message: String,
     },
+    /// The call's result is larger than a message may be
+    /// ([`BridgeBuilder::max_message_bytes`](crate::BridgeBuilder::max_message_bytes)); the worker
+    /// stays healthy.
+    #[error("{message}")]
+    ResultTooLarge {
+        /// The worker's message, with the sizes.
+        message: String,
+    },
     /// A value cannot cross the wire (or came back malformed).
     #[error("invalid value: {0}")]
     InvalidValue(String),

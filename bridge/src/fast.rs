@@ -1,11 +1,18 @@
 //! The fast path: DSPy calls as length-prefixed protobuf frames on one long-lived, multiplexed
 //! Unix-socket connection per worker (see `python/snakepit_bridge/fastpath.py` for the framing).
 //! A unary gRPC call through Python's grpc.aio costs about as much as the DSPy call itself.
+//!
+//! A call whose caller goes away (its future dropped, or timed out by the pool) is cancelled in
+//! the worker: a [`CANCEL`] frame with the call's id makes the worker cancel that task (the LM
+//! request is abandoned), and the worker confirms with a [`STATUS_CANCELLED`] frame once nothing
+//! of the call runs any more. [`FastCall::cancel`] waits for that confirmation, so a caller can
+//! tell whether sending the request again could make two attempts run at once.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
@@ -15,11 +22,36 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) const RUN_MODULE: u8 = 1;
 /// `CallInstance`.
 pub(crate) const CALL_INSTANCE: u8 = 2;
+/// Cancel the call with this frame's id (empty payload).
+pub(crate) const CANCEL: u8 = 3;
 
-/// The largest frame either side accepts (the worker closes the connection on a larger one).
-pub(crate) const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// A response: the payload is a protobuf `CallResponse`.
+const STATUS_OK: u8 = 0;
+/// The frame could not be served: the payload is a UTF-8 message.
+const STATUS_FAILED: u8 = 1;
+/// The call was cancelled and nothing of it runs any more (empty payload).
+const STATUS_CANCELLED: u8 = 2;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>>>;
+/// The bytes of a frame header: `u32 length | u64 id | u8 method-or-status`.
+pub(crate) const HEADER_BYTES: usize = 13;
+/// What a frame's length counts besides its payload: the id and the method or status byte.
+pub(crate) const LENGTH_OVERHEAD: usize = 9;
+
+/// The largest frame either side accepts by default: 256 MiB, like the gRPC message limit.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// How a call ended on the worker's side.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The worker's `CallResponse`, encoded.
+    Response(Vec<u8>),
+    /// The frame could not be served, or the reply could not be read; says why.
+    Failed(String),
+    /// The worker confirmed a cancel: nothing of the call runs any more.
+    Cancelled,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 /// One worker's fast-path connection, shared by all calls in flight on it.
 #[derive(Debug)]
@@ -27,117 +59,233 @@ pub(crate) struct FastConnection {
     frames: mpsc::UnboundedSender<Vec<u8>>,
     pending: Pending,
     next_id: AtomicU64,
+    max_frame: usize,
     /// Set once the reader stopped (worker gone, or a frame it could not read): no answer can
-    /// come any more, so new calls fail at once instead of waiting forever.
+    /// come any more, so new calls fail at once instead of waiting forever, and the worker's
+    /// health check fails so that the pool replaces it.
     closed: Arc<AtomicBool>,
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn frame(id: u64, method: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&((payload.len() + LENGTH_OVERHEAD) as u32).to_le_bytes());
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.push(method);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 impl FastConnection {
     /// Connects to the worker's fast-path socket and starts the reader and writer tasks, which end
-    /// when the worker closes the connection (every call still waiting then fails).
-    pub(crate) async fn connect(path: &Path) -> std::io::Result<Self> {
+    /// when the worker closes the connection (every call still waiting then fails). Frames longer
+    /// than `max_frame` bytes are refused in both directions.
+    pub(crate) async fn connect(path: &Path, max_frame: usize) -> std::io::Result<Self> {
         let stream = UnixStream::connect(path).await?;
-        let (mut reader, writer) = stream.into_split();
-        let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            let mut writer = BufWriter::new(writer);
-            while let Some(frame) = outgoing.recv().await {
-                if writer.write_all(&frame).await.is_err() {
-                    return;
-                }
-                // Batch whatever else is already queued into the same write.
-                while let Ok(frame) = outgoing.try_recv() {
-                    if writer.write_all(&frame).await.is_err() {
-                        return;
-                    }
-                }
-                if writer.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (reader, writer) = stream.into_split();
+        let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(write_frames(writer, outgoing));
         let pending: Pending = Arc::default();
-        let routes = pending.clone();
         let closed = Arc::new(AtomicBool::new(false));
-        let reader_closed = closed.clone();
-        tokio::spawn(async move {
-            let mut header = [0u8; 13];
-            loop {
-                if reader.read_exact(&mut header).await.is_err() {
-                    break;
-                }
-                let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-                let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-                let status = header[12];
-                if !(9..=MAX_FRAME).contains(&length) {
-                    break;
-                }
-                let mut payload = vec![0u8; length - 9];
-                if reader.read_exact(&mut payload).await.is_err() {
-                    break;
-                }
-                let waiter = routes.lock().expect("fast-path routes").remove(&id);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(if status == 0 {
-                        Ok(payload)
-                    } else {
-                        Err(String::from_utf8_lossy(&payload).into_owned())
-                    });
-                }
-            }
-            // The worker is gone, or sent what cannot be read: calls still waiting fail (their
-            // senders drop), and so do later ones.
-            reader_closed.store(true, Ordering::Release);
-            routes.lock().expect("fast-path routes").clear();
-        });
+        tokio::spawn(read_replies(
+            reader,
+            pending.clone(),
+            closed.clone(),
+            max_frame,
+        ));
         Ok(FastConnection {
             frames,
             pending,
             next_id: AtomicU64::new(0),
+            max_frame,
             closed,
         })
     }
 
-    /// Sends one request and waits for its response payload.
-    pub(crate) async fn call(&self, method: u8, request: &[u8]) -> Result<Vec<u8>, String> {
-        if request.len() + 9 > MAX_FRAME {
+    /// Whether the connection is gone for good: the worker closed it or sent what cannot be read.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The largest request payload a call may carry.
+    pub(crate) fn max_request(&self) -> usize {
+        self.max_frame - LENGTH_OVERHEAD
+    }
+
+    /// Sends one request. Await [`FastCall::response`] for the answer; dropping the call before
+    /// it came cancels it in the worker.
+    pub(crate) fn start(&self, method: u8, request: &[u8]) -> Result<FastCall<'_>, String> {
+        if request.len() > self.max_request() {
             return Err(format!(
-                "a request of {} bytes is larger than a frame may be ({MAX_FRAME} bytes)",
-                request.len()
+                "a request of {} bytes is larger than a frame may carry ({} bytes)",
+                request.len(),
+                self.max_request()
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, response) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("fast-path routes")
-            .insert(id, reply);
+        lock(&self.pending).insert(id, reply);
         // Checked after registering: the reader sets the flag before it clears the routes.
-        if self.closed.load(Ordering::Acquire) {
-            self.pending.lock().expect("fast-path routes").remove(&id);
+        if self.is_closed() || self.frames.send(frame(id, method, request)).is_err() {
+            lock(&self.pending).remove(&id);
             return Err("the fast-path connection is closed".into());
         }
-        let mut frame = Vec::with_capacity(13 + request.len());
-        frame.extend_from_slice(&((request.len() + 9) as u32).to_le_bytes());
-        frame.extend_from_slice(&id.to_le_bytes());
-        frame.push(method);
-        frame.extend_from_slice(request);
-        if self.frames.send(frame).is_err() {
-            self.pending.lock().expect("fast-path routes").remove(&id);
-            return Err("the fast-path connection is closed".into());
-        }
-        // A call dropped while waiting leaves its entry until the answer arrives; that is bounded
-        // by the requests in flight.
-        response
-            .await
-            .map_err(|_| "the worker closed the fast-path connection".to_owned())?
+        Ok(FastCall {
+            connection: self,
+            id,
+            response,
+            done: false,
+        })
     }
+
+    /// Sends one request and waits for its answer (a convenience for tests).
+    #[cfg(test)]
+    pub(crate) async fn call(&self, method: u8, request: &[u8]) -> Result<Vec<u8>, String> {
+        match self.start(method, request)?.response().await {
+            Reply::Response(payload) => Ok(payload),
+            Reply::Failed(message) => Err(message),
+            Reply::Cancelled => Err("cancelled".into()),
+        }
+    }
+}
+
+/// One call in flight on a [`FastConnection`]. Dropped before its reply came, it sends a cancel
+/// frame to the worker and forgets the call.
+#[derive(Debug)]
+pub(crate) struct FastCall<'a> {
+    connection: &'a FastConnection,
+    id: u64,
+    response: oneshot::Receiver<Reply>,
+    done: bool,
+}
+
+impl FastCall<'_> {
+    /// Waits for the worker's reply. Cancel-safe: dropping this future leaves the call in flight.
+    pub(crate) async fn response(&mut self) -> Reply {
+        let reply = (&mut self.response)
+            .await
+            .unwrap_or_else(|_| Reply::Failed("the worker closed the fast-path connection".into()));
+        self.done = true;
+        reply
+    }
+
+    /// Cancels the call and waits up to `confirm_within` for the worker to say that nothing of it
+    /// runs any more. Returns whether it did: either its cancel confirmation or its real reply
+    /// (when it finished before the cancel arrived) came back.
+    pub(crate) async fn cancel(mut self, confirm_within: Duration) -> bool {
+        if self.done {
+            return true;
+        }
+        self.done = true;
+        if self
+            .connection
+            .frames
+            .send(frame(self.id, CANCEL, &[]))
+            .is_err()
+        {
+            lock(&self.connection.pending).remove(&self.id);
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(confirm_within, &mut self.response).await,
+            Ok(Ok(Reply::Cancelled | Reply::Response(_)))
+        )
+    }
+}
+
+impl Drop for FastCall<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Nobody waits for the answer any more: forget the call, and tell the worker to stop it.
+        lock(&self.connection.pending).remove(&self.id);
+        let _ = self.connection.frames.send(frame(self.id, CANCEL, &[]));
+    }
+}
+
+async fn write_frames(
+    writer: tokio::net::unix::OwnedWriteHalf,
+    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let mut writer = BufWriter::new(writer);
+    while let Some(frame) = outgoing.recv().await {
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+        // Batch whatever else is already queued into the same write.
+        while let Ok(frame) = outgoing.try_recv() {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_replies(
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    routes: Pending,
+    closed: Arc<AtomicBool>,
+    max_frame: usize,
+) {
+    let mut header = [0u8; HEADER_BYTES];
+    loop {
+        if reader.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let status = header[12];
+        if length < LENGTH_OVERHEAD {
+            tracing::warn!(
+                length,
+                "closing a fast-path connection: impossible frame length"
+            );
+            break;
+        }
+        let reply = if length > max_frame {
+            // Too large to hold, but well-formed: skip it, fail that call, keep the connection.
+            let skip = (length - LENGTH_OVERHEAD) as u64;
+            let skipped =
+                tokio::io::copy(&mut (&mut reader).take(skip), &mut tokio::io::sink()).await;
+            if skipped.ok() != Some(skip) {
+                break;
+            }
+            Reply::Failed(format!(
+                "the worker's reply of {length} bytes is larger than a frame may be ({max_frame} bytes)"
+            ))
+        } else {
+            let mut payload = vec![0u8; length - LENGTH_OVERHEAD];
+            if reader.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match status {
+                STATUS_OK => Reply::Response(payload),
+                STATUS_FAILED => Reply::Failed(String::from_utf8_lossy(&payload).into_owned()),
+                STATUS_CANCELLED => Reply::Cancelled,
+                other => Reply::Failed(format!("the worker sent an unknown status {other}")),
+            }
+        };
+        let waiter = lock(&routes).remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+    // The worker is gone, or sent what cannot be read: calls still waiting fail (their senders
+    // drop), and so do later ones.
+    closed.store(true, Ordering::Release);
+    lock(&routes).clear();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tokio::net::UnixListener;
 
     /// A fake worker that reads one request frame's header, answers with `reply`, then either
@@ -148,14 +296,19 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut header = [0u8; 13];
+            let mut header = [0u8; HEADER_BYTES];
             let _ = stream.read_exact(&mut header).await;
             let _ = stream.write_all(&reply).await;
             if keep_open {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
         });
-        (FastConnection::connect(&path).await.unwrap(), dir)
+        (
+            FastConnection::connect(&path, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap(),
+            dir,
+        )
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -177,6 +330,7 @@ mod tests {
                 .await
                 .expect("the first call does not hang");
             assert!(first.is_err());
+            assert!(fast.is_closed(), "the health check can see it");
             let second = tokio::time::timeout(Duration::from_secs(5), fast.call(RUN_MODULE, b"x"))
                 .await
                 .expect("a later call does not hang");
@@ -185,12 +339,99 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_reply_fails_its_call_and_keeps_the_connection() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut header = [0u8; HEADER_BYTES];
+                // First request: a reply of 2,000 payload bytes. Second: a small one.
+                stream.read_exact(&mut header).await.unwrap();
+                let first = u64::from_le_bytes(header[4..12].try_into().unwrap());
+                let mut request = vec![0u8; 1];
+                stream.read_exact(&mut request).await.unwrap();
+                stream
+                    .write_all(&frame(first, STATUS_OK, &[7u8; 2000]))
+                    .await
+                    .unwrap();
+                stream.read_exact(&mut header).await.unwrap();
+                let second = u64::from_le_bytes(header[4..12].try_into().unwrap());
+                stream.read_exact(&mut request).await.unwrap();
+                stream
+                    .write_all(&frame(second, STATUS_OK, b"ok"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+            let fast = FastConnection::connect(&path, 1000).await.unwrap();
+            let error = fast.call(RUN_MODULE, b"a").await.unwrap_err();
+            assert!(error.contains("larger than a frame may be"), "{error}");
+            assert!(!fast.is_closed());
+            assert_eq!(fast.call(RUN_MODULE, b"b").await.unwrap(), b"ok");
+        });
+    }
+
+    #[test]
+    fn a_dropped_call_sends_a_cancel_frame_with_its_id() {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let (seen, frames) = oneshot::channel();
+            tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut headers = Vec::new();
+                for _ in 0..2 {
+                    let mut header = [0u8; HEADER_BYTES];
+                    stream.read_exact(&mut header).await.unwrap();
+                    let length = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+                    let mut payload = vec![0u8; length - LENGTH_OVERHEAD];
+                    stream.read_exact(&mut payload).await.unwrap();
+                    headers.push((
+                        u64::from_le_bytes(header[4..12].try_into().unwrap()),
+                        header[12],
+                    ));
+                }
+                let _ = seen.send(headers);
+            });
+            let fast = FastConnection::connect(&path, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            let call = fast.start(RUN_MODULE, b"x").unwrap();
+            let id = call.id;
+            drop(call);
+            let headers = frames.await.unwrap();
+            assert_eq!(headers, [(id, RUN_MODULE), (id, CANCEL)]);
+            assert!(
+                lock(&fast.pending).is_empty(),
+                "the dropped call is forgotten"
+            );
+        });
+    }
+
+    #[test]
+    fn cancel_is_confirmed_only_by_the_worker() {
+        runtime().block_on(async {
+            // A worker that never answers: no confirmation.
+            let (fast, _dir) = fake_worker(Vec::new(), true).await;
+            let call = fast.start(RUN_MODULE, b"x").unwrap();
+            assert!(!call.cancel(Duration::from_millis(100)).await);
+            // A worker that confirms.
+            let (fast, _dir) = fake_worker(frame(0, STATUS_CANCELLED, &[]), true).await;
+            let call = fast.start(RUN_MODULE, b"x").unwrap();
+            assert!(call.cancel(Duration::from_secs(5)).await);
+        });
+    }
+
+    #[test]
     fn an_oversized_request_is_refused_before_it_is_sent() {
         runtime().block_on(async {
             let (fast, _dir) = fake_worker(Vec::new(), true).await;
-            let huge = vec![0u8; MAX_FRAME];
+            let huge = vec![0u8; DEFAULT_MAX_FRAME];
             let error = fast.call(RUN_MODULE, &huge).await.unwrap_err();
-            assert!(error.contains("larger than a frame may be"), "{error}");
+            assert!(error.contains("larger than a frame may carry"), "{error}");
         });
     }
 

@@ -37,6 +37,7 @@ mod embedded;
 pub mod environment;
 mod error;
 mod fast;
+mod fork_server;
 mod value;
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -130,14 +130,21 @@ impl Default for RetryPolicy {
 }
 
 impl PoolError {
-    /// Whether sending the same request again may succeed: the worker serving it crashed or
-    /// hung (it is being replaced). Queue and configuration errors, an open circuit and shutdown
-    /// are not retryable. Whether the request is *safe* to send twice is the caller's call.
+    /// Whether sending the same request again may succeed without ever running twice at once:
+    /// the worker serving it crashed (it is being replaced, and the request died with it).
+    ///
+    /// A [`RequestTimeout`](PoolError::RequestTimeout) is not: the worker may still be working on
+    /// the request, so a second attempt could run beside the first. Retry a timeout only once the
+    /// worker has confirmed that it stopped the first attempt (see [`is_timeout`](Self::is_timeout)).
+    /// Queue and configuration errors, an open circuit and shutdown are not retryable either.
+    /// Whether the request is *safe* to send twice is the caller's call.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            PoolError::WorkerCrashed { .. } | PoolError::RequestTimeout { .. }
-        )
+        matches!(self, PoolError::WorkerCrashed { .. })
+    }
+
+    /// Whether the request timed out: the worker may still be working on it.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::RequestTimeout { .. })
     }
 }
 
@@ -188,6 +195,30 @@ mod tests {
             .run(PoolError::is_retryable, |n| {
                 seen.push(n);
                 async move {
+                    Err(PoolError::WorkerCrashed {
+                        worker,
+                        exit: crate::WorkerExit::Stopped,
+                    })
+                }
+            })
+            .await;
+        assert!(matches!(result, Err(PoolError::WorkerCrashed { .. })));
+        assert_eq!(seen, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_is_not_retried_by_itself() {
+        // The worker may still be working on a timed-out request: a second attempt could run
+        // beside it.
+        let worker = crate::WorkerId {
+            slot: 0,
+            generation: 0,
+        };
+        let mut attempts = 0;
+        let result: Result<(), PoolError> = RetryPolicy::new(4)
+            .run(PoolError::is_retryable, |_| {
+                attempts += 1;
+                async move {
                     Err(PoolError::RequestTimeout {
                         worker,
                         after: Duration::from_secs(1),
@@ -195,8 +226,8 @@ mod tests {
                 }
             })
             .await;
-        assert!(matches!(result, Err(PoolError::RequestTimeout { .. })));
-        assert_eq!(seen, [1, 2, 3, 4]);
+        assert!(result.unwrap_err().is_timeout());
+        assert_eq!(attempts, 1);
     }
 
     #[tokio::test(start_paused = true)]

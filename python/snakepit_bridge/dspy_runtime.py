@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from snakepit_bridge.errors import BridgeError, InvalidArgument, NotFound
+from snakepit_bridge.lru import LruCache
+from snakepit_bridge.threads import run_in_thread
 
 DEFAULT_BATCH_CONCURRENCY = 16
 _SECTION = re.compile(r"\[\[ ## (\w+) ## \]\]")
@@ -121,7 +123,17 @@ def schema_to_type(schema: dict[str, Any], defs: dict[str, Any], models: dict[st
     raise InvalidArgument(f"unsupported field schema: {json.dumps(schema)[:200]}")
 
 
-_SIGNATURES: dict[str, Any] = {}
+def _capacity(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+# Signatures and stateless modules are cached per worker, bounded: a program that makes
+# signatures on the fly must not grow the worker without end.
+_SIGNATURES: LruCache[str, Any] = LruCache(_capacity("SNAKEPIT_SIGNATURE_CACHE", 512))
+MODULE_CACHE_SIZE = _capacity("SNAKEPIT_MODULE_CACHE", 512)
 
 
 def spec_key(spec: Any) -> str:
@@ -157,7 +169,7 @@ def build_signature(pb2: Any, spec: Any) -> Any:
     signature = dspy.Signature(fields, spec.instructions or "")
     if spec.name:
         signature.__name__ = spec.name
-    _SIGNATURES[key] = signature
+    _SIGNATURES.put(key, signature)
     return signature
 
 
@@ -242,7 +254,7 @@ class DspyRuntime:
         self.pb2 = pb2
         self._default_config: Any = None
         self._default: LmSetup | None = None
-        self._modules: dict[str, Any] = {}
+        self._modules: LruCache[str, Any] = LruCache(MODULE_CACHE_SIZE)
         path = os.environ.get("SNAKEPIT_DSPY_LM_FILE")
         if path:
             config = pb2.LmConfig()
@@ -405,7 +417,7 @@ class DspyRuntime:
                 if inspect.iscoroutinefunction(function):
                     result = await function(*args, **kwargs)
                 else:
-                    result = await asyncio.to_thread(function, *args, **kwargs)
+                    result = await run_in_thread(function, *args, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result
         if isinstance(result, dspy.Prediction):
@@ -420,8 +432,24 @@ class DspyRuntime:
         module = self._modules.get(key)
         if module is None:
             module = self.create(class_path, spec, [], dict(kwargs), {}, None)
-            self._modules[key] = module
+            self._modules.put(key, module)
         return module
+
+
+def forget_history(module: Any) -> None:
+    """Empties the ``history`` of a module and of every module inside it. For cached stateless
+    modules: DSPy keeps the last requests, whole prompts included, on every module that took
+    part, and a cached module lives as long as the worker; each call's own history is collected
+    separately."""
+    history = getattr(module, "history", None)
+    if isinstance(history, list):
+        history.clear()
+    named = getattr(module, "named_sub_modules", None)
+    if callable(named):
+        for _, sub in named():
+            history = getattr(sub, "history", None)
+            if isinstance(history, list):
+                history.clear()
 
 
 def _inline(target: Any, lm: LmSetup | None) -> bool:

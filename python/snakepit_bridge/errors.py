@@ -40,6 +40,19 @@ class CallbackFailed(BridgeError):
     kind_name = "ERROR_KIND_CALLBACK_FAILED"
 
 
+class ResultTooLarge(BridgeError):
+    """A call's result does not fit in one message."""
+
+    kind_name = "ERROR_KIND_RESULT_TOO_LARGE"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the result is {size} bytes, more than a message may carry ({limit} bytes)"
+        )
+        self.size = size
+        self.limit = limit
+
+
 def error_info(pb2: Any, exc: BaseException) -> Any:
     """The ``ErrorInfo`` message describing ``exc``."""
     kind_name = getattr(exc, "kind_name", "ERROR_KIND_PYTHON_EXCEPTION")

@@ -7,9 +7,17 @@ CallInstance) therefore also travel on one long-lived, multiplexed connection pe
     request:  u32 length | u64 id | u8 method | protobuf request      (little-endian)
     response: u32 length | u64 id | u8 status | protobuf CallResponse
 
-``length`` counts everything after itself. Methods: 1 = RunModule, 2 = CallInstance. Status 0 is
-a response; 1 means the frame could not be served (the payload is a UTF-8 message). Many requests
-may be in flight; responses come in completion order, matched by id.
+``length`` counts everything after itself. Methods: 1 = RunModule, 2 = CallInstance, 3 = Cancel
+(empty payload; the id is the call to cancel). Statuses: 0 a response; 1 the frame could not be
+served (the payload is a UTF-8 message); 2 the call was cancelled and nothing of it runs any more
+(empty payload). Many requests may be in flight; responses come in completion order, matched by
+id. Each call gets exactly one response frame, cancelled or not; a cancel for a call that already
+answered is ignored.
+
+A connection serves at most ``SNAKEPIT_FAST_MAX_TASKS`` calls at once (default 1024); more are
+answered with status 1 at once. Replies leave through one writer that waits for the reader (a
+slow reader holds replies here, up to a bound, rather than in an unbounded transport buffer). A
+reply larger than a frame may be is replaced by a ``ResultTooLarge`` error response.
 
 The socket lives in the owner's private (0700) directory; on top of that, a connection whose peer
 is not the worker's own user (SO_PEERCRED) is closed unread.
@@ -18,19 +26,39 @@ is not the worker's own user (SO_PEERCRED) is closed unread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
 import struct
 from typing import Any
 
+from snakepit_bridge import limits
+
 log = logging.getLogger("snakepit_bridge.fastpath")
 
 HEADER = struct.Struct("<IQB")
-MAX_FRAME = 256 * 1024 * 1024
+# What a frame's length counts besides the payload: the id and the method or status byte.
+LENGTH_OVERHEAD = 9
+MAX_FRAME = limits.max_message_bytes() + LENGTH_OVERHEAD
 RUN_MODULE = 1
 CALL_INSTANCE = 2
+CANCEL = 3
+STATUS_OK = 0
+STATUS_FAILED = 1
+STATUS_CANCELLED = 2
 
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+MAX_TASKS = _env_int("SNAKEPIT_FAST_MAX_TASKS", 1024)
+# Reply bytes waiting for a slow reader before handlers wait too.
+MAX_QUEUED_BYTES = _env_int("SNAKEPIT_FAST_MAX_QUEUED_BYTES", 8 * 1024 * 1024)
 
 _PEERCRED = struct.Struct("3i")
 
@@ -43,6 +71,68 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+def frame(request_id: int, status: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload) + LENGTH_OVERHEAD, request_id, status) + payload
+
+
+class FrameWriter:
+    """The one writer of a connection: frames leave in order through one task that awaits
+    ``drain()``. ``send`` waits while ``limit`` bytes wait for the reader; ``push`` never waits
+    (for small control frames, which must not be held behind a full queue)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, limit: int = MAX_QUEUED_BYTES) -> None:
+        self._writer = writer
+        self._limit = limit
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+
+    def push(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._frames.append(data)
+        self._queued += len(data)
+        if self._queued >= self._limit:
+            self._room.clear()
+        self._ready.set()
+
+    async def send(self, data: bytes) -> None:
+        while self._queued >= self._limit and not self._closed:
+            await self._room.wait()
+        self.push(data)
+
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._frames:
+                    written = 0
+                    while self._frames:
+                        data = self._frames.popleft()
+                        self._writer.write(data)
+                        written += len(data)
+                    await self._writer.drain()
+                    self._queued -= written
+                    if self._queued < self._limit:
+                        self._room.set()
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self._closed = True
+            self._room.set()
+
+
+# Live connections, for tests that break one on purpose (see the Rust fault suite).
+CONNECTIONS: set[asyncio.StreamWriter] = set()
+
+
 async def _serve_connection(servicer: Any, pb2: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is None or peer_uid(sock) != os.getuid():
@@ -53,36 +143,76 @@ async def _serve_connection(servicer: Any, pb2: Any, reader: asyncio.StreamReade
         RUN_MODULE: (pb2.RunModuleRequest, servicer.RunModule),
         CALL_INSTANCE: (pb2.CallInstanceRequest, servicer.CallInstance),
     }
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: dict[int, asyncio.Task[None]] = {}
+    out = FrameWriter(writer)
+    writing = asyncio.ensure_future(out.run())
+    CONNECTIONS.add(writer)
 
-    def reply(request_id: int, status: int, payload: bytes) -> None:
-        writer.write(HEADER.pack(len(payload) + 9, request_id, status) + payload)
+    def response_bytes(response: Any) -> bytes:
+        body = response.SerializeToString()
+        if len(body) + LENGTH_OVERHEAD > MAX_FRAME:
+            from snakepit_bridge.errors import ResultTooLarge, error_info
+
+            too_large = ResultTooLarge(len(body), MAX_FRAME - LENGTH_OVERHEAD)
+            log.warning("%s", too_large)
+            body = pb2.CallResponse(error=error_info(pb2, too_large)).SerializeToString()
+        return body
 
     async def handle(request_id: int, method: int, payload: bytes) -> None:
         try:
-            message_type, handler = handlers[method]
-            request = message_type.FromString(payload)
-            response = await handler(request, None)
-            reply(request_id, 0, response.SerializeToString())
-        except Exception as exc:  # a malformed frame: say so, keep the connection
-            reply(request_id, 1, f"{type(exc).__name__}: {exc}".encode())
+            try:
+                message_type, handler = handlers[method]
+                request = message_type.FromString(payload)
+                response = await handler(request, None)
+                data = frame(request_id, STATUS_OK, response_bytes(response))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a malformed frame: say so, keep the connection
+                data = frame(request_id, STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode())
+            await out.send(data)
+        except asyncio.CancelledError:
+            out.push(frame(request_id, STATUS_CANCELLED, b""))
+
+    def finished(request_id: int, task: asyncio.Task[None]) -> None:
+        if tasks.get(request_id) is task:
+            del tasks[request_id]
+        if task.cancelled():
+            # Cancelled before it ever ran: `handle` could not confirm it itself.
+            out.push(frame(request_id, STATUS_CANCELLED, b""))
 
     try:
         while True:
             header = await reader.readexactly(HEADER.size)
             length, request_id, method = HEADER.unpack(header)
-            if length < 9 or length > MAX_FRAME:
+            if length < LENGTH_OVERHEAD or length > MAX_FRAME:
                 log.warning("closing a fast-path connection: bad frame length %d", length)
                 return
-            payload = await reader.readexactly(length - 9)
+            payload = await reader.readexactly(length - LENGTH_OVERHEAD)
+            if method == CANCEL:
+                task = tasks.get(request_id)
+                if task is not None:
+                    task.cancel()
+                continue
+            if len(tasks) >= MAX_TASKS or request_id in tasks:
+                reason = (
+                    f"the worker already serves {len(tasks)} calls on this connection"
+                    if request_id not in tasks
+                    else f"call id {request_id} is already in flight"
+                )
+                out.push(frame(request_id, STATUS_FAILED, reason.encode()))
+                continue
             task = asyncio.ensure_future(handle(request_id, method, payload))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            tasks[request_id] = task
+            task.add_done_callback(lambda t, rid=request_id: finished(rid, t))
     except (asyncio.IncompleteReadError, ConnectionError):
         return
     finally:
-        for task in tasks:
+        CONNECTIONS.discard(writer)
+        for task in list(tasks.values()):
             task.cancel()
+        if tasks:
+            await asyncio.wait(list(tasks.values()), timeout=5.0)
+        writing.cancel()
         writer.close()
 
 

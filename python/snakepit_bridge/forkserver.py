@@ -35,13 +35,27 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_child(request: dict, fds: list[int], listener: socket.socket, conns: list[socket.socket]) -> None:
+def _run_child(
+    request: dict,
+    fds: list[int],
+    listener: socket.socket,
+    conns: list[socket.socket],
+    inherited: list[int],
+) -> None:
     """In the forked child: become a worker. Never returns."""
     code = 1
     try:
         listener.close()
         for c in conns:
             c.close()
+        # The fork server's own descriptors (its signal wake-up pipe, its selector's epoll) are
+        # nothing of the worker's: a worker writing to the wake-up pipe would wake the server.
+        signal.set_wakeup_fd(-1)
+        for fd in inherited:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         _die_with_parent()
         stdout, stderr, lifeline = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -162,7 +176,7 @@ def serve(control: str) -> None:
                 conns.append(conn)
                 pid = os.fork()
                 if pid == 0:
-                    _run_child(request, fds, listener, conns)
+                    _run_child(request, fds, listener, conns, [wake_r, wake_w, sel.fileno()])
                 for fd in fds:
                     os.close(fd)
                 children[pid] = conn

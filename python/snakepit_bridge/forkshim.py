@@ -4,6 +4,10 @@
 handing it this process's standard output and error and a lifeline pipe; forwards SIGTERM and
 SIGINT to the worker; exits as the worker exited. When this process dies, the worker does too
 (the lifeline closes). Standard library only, no site import: it starts in a few milliseconds.
+
+While the fork server is being started again (it died, and the bridge restarts it), its control
+socket refuses connections: the shim waits for it, up to ``SNAKEPIT_FORK_WAIT`` seconds (default
+60), unless the bridge marked it gone for good (a ``.gone`` file beside the socket).
 """
 
 import json
@@ -11,6 +15,28 @@ import os
 import signal
 import socket
 import sys
+import time
+
+
+def connect(control):
+    """A connection to the fork server, waiting while it is being started again."""
+    try:
+        wait = float(os.environ.get("SNAKEPIT_FORK_WAIT", "60"))
+    except ValueError:
+        wait = 60.0
+    deadline = time.monotonic() + wait
+    gone = os.path.splitext(control)[0] + ".gone"
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(control)
+            return conn
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            conn.close()
+            if os.path.exists(gone) or time.monotonic() >= deadline:
+                sys.stderr.write(f"forkshim: no fork server at {control}: {exc}\n")
+                sys.exit(70)
+            time.sleep(0.02)
 
 
 def main() -> None:
@@ -19,8 +45,7 @@ def main() -> None:
     # The write end stays open, unused, for as long as this process lives: the worker reads EOF
     # on the other end when it dies.
     lifeline_r, _lifeline_w = os.pipe()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(control)
+    conn = connect(control)
     request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
     socket.send_fds(conn, [request], [1, 2, lifeline_r])
     os.close(lifeline_r)

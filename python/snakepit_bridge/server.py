@@ -27,7 +27,7 @@ from snakepit_bridge.proto import pb2 as load_pb2
 from snakepit_bridge.proto import pb2_grpc as load_pb2_grpc
 from snakepit_bridge.sessions import Session, SessionStore
 from snakepit_bridge.tools import REGISTRY, ToolContext, ToolRegistry, tool_spec
-from snakepit_bridge import security
+from snakepit_bridge import limits, security
 from snakepit_bridge.values import ObjectHandle, from_proto, map_from_proto, to_proto
 from snakepit_bridge.variables import Constraints, Variable
 
@@ -36,7 +36,7 @@ pb2 = load_pb2()
 pb2_grpc = load_pb2_grpc()
 
 PRUNE_INTERVAL_SECONDS = 30.0
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_MESSAGE_BYTES = limits.max_message_bytes()
 
 
 def _variable_type_name(enum_value: int) -> str:
@@ -466,7 +466,12 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             kwargs = map_from_proto(pb2, request.kwargs)
             module = self.dspy.module_for(request.class_path, request.signature, kwargs)
             inputs = map_from_proto(pb2, request.inputs)
-            return await self._call(None, module, None, "__call__", [], inputs, request.options)
+            try:
+                return await self._call(None, module, None, "__call__", [], inputs, request.options)
+            finally:
+                from snakepit_bridge.dspy_runtime import forget_history
+
+                forget_history(module)
         except Exception as exc:
             return pb2.CallResponse(error=_failure(exc))
 

@@ -20,7 +20,6 @@ Synchronous tools run in a thread so they never block the worker's event loop.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import typing
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snakepit_bridge.errors import InvalidArgument, NotFound
+from snakepit_bridge.threads import run_in_thread
 
 CONTEXT_PARAMETER = "ctx"
 
@@ -112,7 +112,7 @@ class Tool:
             kwargs = {**kwargs, CONTEXT_PARAMETER: ctx}
         if inspect.iscoroutinefunction(self.function):
             return await self.function(**kwargs)
-        return await asyncio.to_thread(self.function, **kwargs)
+        return await run_in_thread(self.function, **kwargs)
 
     async def stream(self, ctx: ToolContext, arguments: dict[str, Any]) -> AsyncIterator[Any]:
         kwargs = self.bind(arguments)
@@ -122,10 +122,10 @@ class Tool:
             async for chunk in self.function(**kwargs):
                 yield chunk
             return
-        iterator = iter(await asyncio.to_thread(self.function, **kwargs))
+        iterator = iter(await run_in_thread(self.function, **kwargs))
         sentinel = object()
         while True:
-            chunk = await asyncio.to_thread(next, iterator, sentinel)
+            chunk = await run_in_thread(next, iterator, sentinel)
             if chunk is sentinel:
                 return
             yield chunk

@@ -82,3 +82,172 @@ def test_a_connection_from_another_user_is_closed_unread(monkeypatch):
         return data
 
     assert run(scenario) == b"", "closed without an answer"
+
+
+class SlowServicer:
+    """Serves RunModule by waiting until released (or cancelled); records both. A request's
+    ``class_path`` names it."""
+
+    def __init__(self, result_size: int = 0) -> None:
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.release = asyncio.Event()
+        self.result_size = result_size
+
+    async def RunModule(self, request, context):
+        self.started.append(request.class_path)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request.class_path)
+            raise
+        return PB2.CallResponse(value=to_proto(PB2, "x" * self.result_size or "done"))
+
+    CallInstance = RunModule
+
+
+def named(name: str) -> bytes:
+    return PB2.RunModuleRequest(class_path=name).SerializeToString()
+
+
+async def until(condition, within: float = 10.0) -> None:
+    """Waits until ``condition()`` holds, yielding to the event loop; fails after ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
+        await asyncio.sleep(0.005)
+
+
+async def connected(servicer):
+    path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/f.sock"
+    server = await fastpath.start(servicer, PB2, path)
+    reader, writer = await asyncio.open_unix_connection(path)
+    return server, reader, writer
+
+
+def test_a_cancel_frame_stops_the_call_and_the_worker_confirms_it():
+    async def scenario():
+        servicer = SlowServicer()
+        server, reader, writer = await connected(servicer)
+        writer.write(frame(5, fastpath.RUN_MODULE, named("a")))
+        await writer.drain()
+        await until(lambda: servicer.started == ["a"])
+        writer.write(frame(5, fastpath.CANCEL, b""))
+        await writer.drain()
+        reply = await read_frame(reader)
+        writer.close()
+        server.close()
+        return servicer, reply
+
+    servicer, reply = run(scenario)
+    assert reply == (5, fastpath.STATUS_CANCELLED, b"")
+    assert servicer.cancelled == ["a"], "the handler itself was cancelled"
+
+
+def test_a_call_cancelled_before_it_started_is_confirmed_once_and_unknown_ids_are_ignored():
+    async def scenario():
+        servicer = SlowServicer()
+        server, reader, writer = await connected(servicer)
+        # Request and cancel arrive together: the task is cancelled before its first step.
+        writer.write(
+            frame(1, fastpath.RUN_MODULE, named("early"))
+            + frame(1, fastpath.CANCEL, b"")
+            + frame(99, fastpath.CANCEL, b"")
+        )
+        await writer.drain()
+        first = await read_frame(reader)
+        servicer.release.set()
+        writer.write(frame(2, fastpath.RUN_MODULE, named("late")))
+        await writer.drain()
+        second = await read_frame(reader)
+        writer.close()
+        server.close()
+        return servicer, first, second
+
+    servicer, first, second = run(scenario)
+    assert first == (1, fastpath.STATUS_CANCELLED, b"")
+    # Exactly one frame for call 1, none for the unknown 99: the next frame is call 2's answer.
+    assert second[:2] == (2, fastpath.STATUS_OK)
+    assert "early" not in servicer.started
+
+
+def test_a_connection_serves_a_bounded_number_of_calls_at_once(monkeypatch):
+    monkeypatch.setattr(fastpath, "MAX_TASKS", 2)
+
+    async def scenario():
+        servicer = SlowServicer()
+        server, reader, writer = await connected(servicer)
+        for i in range(3):
+            writer.write(frame(i, fastpath.RUN_MODULE, named(f"c{i}")))
+        await writer.drain()
+        refused = await read_frame(reader)
+        servicer.release.set()
+        answered = {(await read_frame(reader))[0] for _ in range(2)}
+        writer.close()
+        server.close()
+        return servicer, refused, answered
+
+    servicer, refused, answered = run(scenario)
+    assert refused[:2] == (2, fastpath.STATUS_FAILED)
+    assert b"already serves 2 calls" in refused[2]
+    assert answered == {0, 1}
+    assert servicer.started == ["c0", "c1"]
+
+
+def test_a_result_larger_than_a_frame_becomes_a_typed_error(monkeypatch):
+    monkeypatch.setattr(fastpath, "MAX_FRAME", 1000)
+
+    async def scenario():
+        servicer = SlowServicer(result_size=5000)
+        servicer.release.set()
+        server, reader, writer = await connected(servicer)
+        writer.write(frame(3, fastpath.RUN_MODULE, named("big")))
+        await writer.drain()
+        reply = await read_frame(reader)
+        writer.close()
+        server.close()
+        return reply
+
+    request_id, status, payload = run(scenario)
+    assert (request_id, status) == (3, fastpath.STATUS_OK)
+    assert len(payload) + 9 <= 1000
+    response = PB2.CallResponse.FromString(payload)
+    assert response.error.kind == PB2.ErrorKind.Value("ERROR_KIND_RESULT_TOO_LARGE")
+    assert "(991 bytes)" in response.error.message, response.error.message
+
+
+def test_replies_wait_for_a_slow_reader_within_a_bound():
+    """Frames queue in the writer, not without limit: ``send`` waits while the reader lags."""
+
+    async def scenario():
+        path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/w.sock"
+        accepted = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader, writer):
+            accepted.set_result((reader, writer))
+
+        server = await asyncio.start_unix_server(on_connect, path=path)
+        peer_reader, peer_writer = await asyncio.open_unix_connection(path)
+        _, server_writer = await accepted
+        out = fastpath.FrameWriter(server_writer, limit=100_000)
+        writing = asyncio.ensure_future(out.run())
+        chunk = b"x" * 50_000
+        sending = asyncio.ensure_future(
+            asyncio.gather(*(out.send(frame(i, 0, chunk)) for i in range(200)))
+        )
+        # The peer reads nothing: the kernel and transport buffers fill, then the writer's queue.
+        await until(lambda: out.queued_bytes() >= 100_000)
+        stuck = not sending.done()
+        most = out.queued_bytes()
+        total = 0
+        while total < 200 * (50_000 + 13):
+            total += len(await peer_reader.read(1 << 20))
+        await sending
+        writing.cancel()
+        peer_writer.close()
+        server.close()
+        return stuck, most
+
+    stuck, most = run(scenario)
+    assert stuck, "senders wait while the reader lags"
+    assert most < 100_000 + 50_013, f"at most one frame over the bound was queued: {most}"

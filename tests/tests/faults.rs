@@ -15,7 +15,7 @@ use dspex::snakepit_grpc_bridge::{
 };
 use dspex::{Dspex, Error};
 use support::{
-    QA, QAOutput, alive, ask, builder, eventually, faulty_lm, kill, numbered_answers, run,
+    QA, QAInput, QAOutput, alive, ask, builder, eventually, faulty_lm, kill, numbered_answers, run,
 };
 
 /// The pid of the Python process that serves a worker (with the fork server, the pool's own
@@ -403,6 +403,208 @@ fn a_circuit_breaker_turns_a_broken_provider_into_one_probe_per_interval() {
                 consecutive_failures: 0
             })
         ));
+        dspex.shutdown().await.unwrap();
+    });
+}
+
+/// The pid of the run's fork server, found through /proc (command line and run id).
+fn fork_server_of(run_id: &str) -> Option<u32> {
+    snakepit::processes_of_run(run_id).into_iter().find(|&pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains("snakepit_bridge.forkserver"))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn sigkill_of_the_fork_server_under_load_the_pool_serves_again_and_nothing_is_left() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let count_file = dir.path().join("requests");
+        let dspex = builder()
+            .lm(faulty_lm(
+                numbered_answers(60),
+                &[
+                    ("delay_ms", Value::from(300.0)),
+                    ("count_file", Value::from(count_file.to_str().unwrap())),
+                ],
+            ))
+            .workers(2)
+            .start()
+            .await
+            .unwrap();
+        let pool = dspex.bridge().pool().clone();
+        let run_id = pool.run_id().to_owned();
+        let fork_server = fork_server_of(&run_id).expect("the run has a fork server");
+        // The two forked workers (pings go to the least-loaded one; ask until both answered).
+        let mut workers = BTreeSet::new();
+        for _ in 0..200 {
+            workers.insert(some_worker_pid(&dspex).await);
+            if workers.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(workers.len(), 2, "both workers answered");
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let dspex = dspex.clone();
+                tokio::spawn(async move { QA::predict(&dspex, ask(i)).await })
+            })
+            .collect();
+        let lm_requests = || {
+            std::fs::read_to_string(&count_file)
+                .map(|c| c.lines().count())
+                .unwrap_or(0)
+        };
+        assert!(
+            eventually(Duration::from_secs(30), || lm_requests() >= 10).await,
+            "calls reached the LM"
+        );
+        kill(fork_server, libc::SIGKILL);
+        let mut crashed = 0;
+        for (i, call) in calls.into_iter().enumerate() {
+            let result = tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .expect("no call hangs")
+                .unwrap();
+            match result {
+                Ok(output) => assert_eq!(output.answer, format!("a{i}")),
+                Err(e) if is_crash(&e) => crashed += 1,
+                Err(e) => panic!("call {i}: expected success or a crash error, got {e}"),
+            }
+        }
+        assert!(crashed > 0, "the workers died with their fork server");
+        for &pid in &workers {
+            assert!(
+                eventually(Duration::from_secs(10), || !alive(pid)).await,
+                "worker {pid} outlived its fork server"
+            );
+        }
+        // Served again within a bounded time, by workers of a new fork server.
+        let back = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(out) = QA::predict(&dspex, ask(1)).await {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the pool serves again within 60 s");
+        assert_eq!(back.answer, "a1");
+        wait_full(&dspex).await;
+        for i in 0..20 {
+            assert_eq!(
+                QA::predict(&dspex, ask(i)).await.unwrap().answer,
+                format!("a{i}")
+            );
+        }
+        let new_fork_server = fork_server_of(&run_id).expect("a fork server runs again");
+        assert_ne!(new_fork_server, fork_server);
+        assert!(!alive(fork_server));
+        let stats = pool.stats();
+        assert_eq!(stats.workers_stopped, 0, "no worker gave up: {stats:?}");
+        dspex.shutdown().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || snakepit::processes_of_run(
+                &run_id
+            )
+            .is_empty())
+            .await,
+            "processes of the run are left over: {:?}",
+            snakepit::processes_of_run(&run_id)
+        );
+        eprintln!(
+            "fork server SIGKILLed under load: {crashed} of 40 calls got WorkerCrashed, the pool served again with a new fork server, 0 processes left"
+        );
+    });
+}
+
+#[test]
+fn an_oversized_result_is_a_typed_error_and_the_worker_keeps_serving() {
+    run(async {
+        let mut answers = numbered_answers(3);
+        answers.insert(
+            "<big>".to_owned(),
+            Value::Map(
+                [("answer".to_owned(), Value::from("x".repeat(2 << 20)))]
+                    .into_iter()
+                    .collect(),
+            ),
+        );
+        let dspex = builder()
+            .lm(faulty_lm(answers, &[]))
+            .workers(1)
+            .bridge(|b| b.max_message_bytes(1 << 20))
+            .start()
+            .await
+            .unwrap();
+        let pid = some_worker_pid(&dspex).await;
+        let error = QA::predict(
+            &dspex,
+            QAInput {
+                question: "<big>".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::Bridge(BridgeError::ResultTooLarge { message }) if message.contains("bytes")
+            ),
+            "a typed error, got {error}"
+        );
+        for i in 0..3 {
+            assert_eq!(
+                QA::predict(&dspex, ask(i)).await.unwrap().answer,
+                format!("a{i}")
+            );
+        }
+        assert_eq!(some_worker_pid(&dspex).await, pid, "the same worker serves");
+        assert_eq!(dspex.bridge().pool().stats().restarts, 0);
+        dspex.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn a_broken_fast_path_fails_the_health_check_and_the_worker_is_replaced() {
+    run(async {
+        let dspex = builder()
+            .lm(faulty_lm(numbered_answers(5), &[]))
+            .import("dspex_break_fast_path")
+            .workers(1)
+            .bridge(|b| b.pool(|p| p.health_check_interval(Some(Duration::from_millis(300)))))
+            .start()
+            .await
+            .unwrap();
+        let pool = dspex.bridge().pool().clone();
+        assert_eq!(QA::predict(&dspex, ask(0)).await.unwrap().answer, "a0");
+        let pid = some_worker_pid(&dspex).await;
+        let session = dspex.bridge().create_session().await.unwrap();
+        let broken = session
+            .call_tool("break_fast_path", Default::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            broken,
+            Value::Int(1),
+            "the worker had one fast-path connection"
+        );
+        // The pool notices and replaces the worker; calls then succeed again.
+        assert!(
+            eventually(Duration::from_secs(30), || pool.stats().restarts >= 1).await,
+            "the worker with a broken fast path was never replaced: {:?}",
+            pool.stats()
+        );
+        wait_full(&dspex).await;
+        for i in 0..5 {
+            assert_eq!(
+                QA::predict(&dspex, ask(i)).await.unwrap().answer,
+                format!("a{i}")
+            );
+        }
+        assert_ne!(some_worker_pid(&dspex).await, pid);
         dspex.shutdown().await.unwrap();
     });
 }

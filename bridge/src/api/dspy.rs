@@ -736,7 +736,8 @@ impl Instance {
                 request,
                 |mut c, request| async move { c.call_instance(request).await },
             )
-            .await?;
+            .await
+            .map_err(|failed| failed.error)?;
         call_result(response)
     }
 
@@ -822,7 +823,8 @@ impl Bridge {
             inputs: Some(map_to_proto(&inputs)),
             options: Some(options.to_proto()),
         };
-        // Session-less and stateless: safe to send again after a crash.
+        // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
+        // or confirmed that it cancelled a timed-out attempt).
         let response = self
             .retrying(|| {
                 self.call_fast(

@@ -9,6 +9,12 @@ noise.
 ``delay_ms`` sleeps before each answer (asyncio on DSPy's async path). While ``fail_file`` exists,
 every request raises ``ConnectionError`` like an unreachable provider. Each request appends one line
 to ``count_file``, so tests count LM requests across worker processes.
+
+``events_file`` records each request's life on DSPy's async path, one line per event, appended
+atomically (``O_APPEND``) by every worker: ``start <question> <pid>`` when the request begins and
+``end <question> <pid> done|cancelled`` when it answers or is abandoned (its task cancelled). The
+question is the ``<qN>`` marker of the prompt. Tests read from it how many requests of one call ran
+at once and whether any is still running.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 from typing import Any
 
@@ -54,18 +61,40 @@ class _Engine:
         pass
 
 
+_QUESTION = re.compile(r"<q\d+>")
+
+
+def _question(request: Any) -> str:
+    """The last ``<qN>`` marker in a request (the question of its last message), or ``-``."""
+    found = _QUESTION.findall(str(request))
+    return found[-1] if found else "-"
+
+
 class _AsyncEngine:
     def __init__(self, sync: _Engine) -> None:
         self.sync = sync
 
+    async def _wait(self, request: Any) -> None:
+        lm = self.sync.lm
+        lm._before_request()
+        if not lm.events_file:
+            await asyncio.sleep(lm.delay)
+            return
+        question = _question(request)
+        lm._event(f"start {question} {os.getpid()}")
+        try:
+            await asyncio.sleep(lm.delay)
+        except asyncio.CancelledError:
+            lm._event(f"end {question} {os.getpid()} cancelled")
+            raise
+        lm._event(f"end {question} {os.getpid()} done")
+
     async def complete(self, request: Any) -> Any:
-        self.sync.lm._before_request()
-        await asyncio.sleep(self.sync.lm.delay)
+        await self._wait(request)
         return self.sync.inner.complete(request)
 
     async def complete_legacy(self, lm: Any, request: Any, **context: Any) -> Any:
-        self.sync.lm._before_request()
-        await asyncio.sleep(self.sync.lm.delay)
+        await self._wait(context.get("messages") or request)
         return self.sync.inner.complete_legacy(lm, request, **context)
 
     async def stream(self, request: Any) -> Any:
@@ -83,13 +112,22 @@ class FaultyLM(DummyLM):
         delay_ms: float = 0.0,
         fail_file: str | None = None,
         count_file: str | None = None,
+        events_file: str | None = None,
         adapter: Any = None,
     ) -> None:
         super().__init__(answers, adapter=adapter)
         self.delay = delay_ms / 1000.0
         self.fail_file = fail_file
         self.count_file = count_file
+        self.events_file = events_file
         self._wrap()
+
+    def _event(self, line: str) -> None:
+        fd = os.open(self.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     def _wrap(self) -> None:
         engine = _Engine(self)

@@ -126,3 +126,65 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
+
+/// One line of a `FaultyLM` events file: an LM request of `question` began, or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmEvent {
+    Start { question: String },
+    End { question: String, cancelled: bool },
+}
+
+/// The events `FaultyLM` recorded in `path` (see `events_file` in `dspex_faulty_lm.py`), in the
+/// order they happened.
+pub fn lm_events(path: &std::path::Path) -> Vec<LmEvent> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["start", question, _pid] => Some(LmEvent::Start {
+                    question: (*question).to_owned(),
+                }),
+                ["end", question, _pid, outcome] => Some(LmEvent::End {
+                    question: (*question).to_owned(),
+                    cancelled: *outcome == "cancelled",
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// What the LM requests of each question did: how many started, the most that ran at once, how
+/// many still run, and how many ended by cancellation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTally {
+    pub started: usize,
+    pub most_at_once: usize,
+    pub running: usize,
+    pub cancelled: usize,
+}
+
+pub fn tally(events: &[LmEvent]) -> std::collections::BTreeMap<String, RequestTally> {
+    let mut tallies: std::collections::BTreeMap<String, RequestTally> = Default::default();
+    for event in events {
+        match event {
+            LmEvent::Start { question } => {
+                let t = tallies.entry(question.clone()).or_default();
+                t.started += 1;
+                t.running += 1;
+                t.most_at_once = t.most_at_once.max(t.running);
+            }
+            LmEvent::End {
+                question,
+                cancelled,
+            } => {
+                let t = tallies.entry(question.clone()).or_default();
+                t.running = t.running.saturating_sub(1);
+                t.cancelled += usize::from(*cancelled);
+            }
+        }
+    }
+    tallies
+}

@@ -1,0 +1,170 @@
+#![allow(missing_docs)]
+//! Calls whose caller goes away are cancelled in the worker: a timed-out call under a retry
+//! policy never runs beside its own retry, and dropped calls leave nothing running. Real workers,
+//! real DSPy, and an LM (`dspex_faulty_lm.FaultyLM`) that records when each request starts and
+//! ends.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use dspex::Error;
+use dspex::snakepit_grpc_bridge::{BridgeError, PoolError, RetryPolicy, Value};
+use support::{QA, ask, builder, eventually, faulty_lm, lm_events, numbered_answers, run, tally};
+
+const CALLS: usize = 100;
+
+/// How many questions have an LM request still running.
+fn still_running(tallies: &std::collections::BTreeMap<String, support::RequestTally>) -> usize {
+    tallies.values().filter(|t| t.running > 0).count()
+}
+
+/// Two workers whose LM takes 30 s per request (no call ever finishes by itself), recording its
+/// requests in `events`.
+async fn slow_pool(events: &Path, retry: Option<RetryPolicy>) -> dspex::Dspex {
+    builder()
+        .lm(faulty_lm(
+            numbered_answers(CALLS),
+            &[
+                ("delay_ms", Value::from(30_000.0)),
+                ("events_file", Value::from(events.to_str().unwrap())),
+            ],
+        ))
+        .workers(2)
+        .bridge(|b| {
+            let b = b.pool(|p| p.request_timeout(Some(Duration::from_secs(1))));
+            match retry {
+                Some(policy) => b.retry(policy),
+                None => b,
+            }
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn timed_out_calls_under_a_retry_policy_never_run_beside_their_retry() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        let dspex = slow_pool(
+            &events,
+            Some(RetryPolicy::new(3).initial_backoff(Duration::from_millis(10))),
+        )
+        .await;
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let dspex = dspex.clone();
+                tokio::spawn(async move { QA::predict(&dspex, ask(i)).await })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let result = tokio::time::timeout(Duration::from_secs(120), call)
+                .await
+                .expect("no call hangs")
+                .unwrap();
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::Bridge(BridgeError::Pool(
+                        PoolError::RequestTimeout { .. }
+                    )))
+                ),
+                "call {i}: a typed timeout, got {result:?}"
+            );
+        }
+        // Every attempt that started was cancelled, none still runs in a worker.
+        let settled = eventually(Duration::from_secs(10), || {
+            tally(&lm_events(&events)).values().all(|t| t.running == 0)
+        })
+        .await;
+        let tallies = tally(&lm_events(&events));
+        assert!(
+            settled,
+            "LM requests of {} calls still run after the calls failed",
+            still_running(&tallies)
+        );
+        assert_eq!(
+            tallies.len(),
+            CALLS,
+            "every call reached the LM: {tallies:?}"
+        );
+        for (question, t) in &tallies {
+            assert_eq!(
+                t.most_at_once, 1,
+                "{question}: two attempts of one call ran at once: {t:?}"
+            );
+            assert_eq!(
+                t.cancelled, t.started,
+                "{question}: every attempt was cancelled: {t:?}"
+            );
+            assert!(t.started <= 3, "{question}: at most 3 attempts: {t:?}");
+        }
+        // The worker confirmed the cancels, so the policy did retry.
+        let attempts: usize = tallies.values().map(|t| t.started).sum();
+        assert!(
+            attempts > CALLS * 2,
+            "confirmed cancels let the policy retry: {attempts} attempts for {CALLS} calls"
+        );
+        eprintln!(
+            "{CALLS} timed-out calls under RetryPolicy::new(3): {attempts} LM requests, never two of one call at once, 0 left running"
+        );
+        dspex.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn dropped_calls_are_cancelled_in_the_worker() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        let dspex = slow_pool(&events, None).await;
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let dspex = dspex.clone();
+                tokio::spawn(async move { QA::predict(&dspex, ask(i)).await })
+            })
+            .collect();
+        let all_started = eventually(Duration::from_secs(30), || {
+            tally(&lm_events(&events)).len() == CALLS
+        })
+        .await;
+        assert!(all_started, "every call reached the LM");
+        for call in &calls {
+            call.abort();
+        }
+        for call in calls {
+            assert!(call.await.unwrap_err().is_cancelled());
+        }
+        // Long before the LM's 30 s are up, every request was abandoned in the worker.
+        let stopped = eventually(Duration::from_secs(10), || {
+            tally(&lm_events(&events)).values().all(|t| t.running == 0)
+        })
+        .await;
+        let tallies = tally(&lm_events(&events));
+        assert!(
+            stopped,
+            "{} of {CALLS} dropped calls still run in the worker",
+            still_running(&tallies)
+        );
+        for (question, t) in &tallies {
+            assert_eq!(
+                (t.started, t.cancelled),
+                (1, 1),
+                "{question}: one request, cancelled"
+            );
+        }
+        let stats = dspex.bridge().pool().stats();
+        assert_eq!(stats.restarts, 0, "cancelling is not crashing");
+        // The workers are free again: new calls run (and time out) as usual.
+        let error = QA::predict(&dspex, ask(0)).await.unwrap_err();
+        assert!(matches!(
+            error,
+            Error::Bridge(BridgeError::Pool(PoolError::RequestTimeout { .. }))
+        ));
+        eprintln!("{CALLS} dropped calls: all cancelled in the worker, 0 left running");
+        dspex.shutdown().await.unwrap();
+    });
+}
