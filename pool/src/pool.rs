@@ -40,7 +40,7 @@ impl<A: Adapter> Drop for Shared<A> {
     /// shutdown: kill every recorded worker group and leave no registry entry behind.
     fn drop(&mut self) {
         for pgid in self.registry.worker_groups().into_values() {
-            process::signal_group(pgid, libc::SIGKILL);
+            process::signal_group_of_run(pgid, &self.run_id, libc::SIGKILL);
         }
         self.registry.close();
     }
@@ -368,7 +368,7 @@ impl<A: Adapter> Pool<A> {
             }
         }
         for pgid in self.shared.registry.worker_groups().into_values() {
-            process::signal_group(pgid, libc::SIGKILL);
+            process::signal_group_of_run(pgid, &self.shared.run_id, libc::SIGKILL);
         }
         self.shared.registry.close();
         tracing::info!(run_id = %self.shared.run_id, elapsed_ms = started.elapsed().as_millis() as u64, "pool shut down");

@@ -122,6 +122,54 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
+/// Sends `signal` to the process group `pgid` if it is still the group of run `run_id`: for a
+/// group whose leader was already reaped. A group number cannot be reused while any member of the
+/// group lives, so a group with a member that carries the run's id is ours; a group without one
+/// is either gone or a stranger's that got the number after ours emptied, and is left alone.
+pub(crate) fn signal_group_of_run(pgid: u32, run_id: &str, signal: i32) -> bool {
+    let ours = group_members(pgid)
+        .into_iter()
+        .any(|pid| carries_run_id(pid, run_id));
+    if ours {
+        signal_group(pgid, signal);
+    }
+    ours
+}
+
+/// The live processes whose process group is `pgid`.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| process_group(pid) == Some(pgid) && is_alive(pid))
+        .collect()
+}
+
+/// The process group of `pid` (field 5 of `/proc/PID/stat`).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid`'s environment says it belongs to pool run `run_id`.
+fn carries_run_id(pid: u32, run_id: &str) -> bool {
+    let marker = format!("{RUN_ID_ENV}={run_id}\0");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|environ| {
+            environ
+                .split_inclusive(|&b| b == 0)
+                .any(|var| var == marker.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
 /// Sends `signal` to the single process `pid`.
 pub(crate) fn signal_process(pid: u32, signal: i32) {
     if pid == 0 || pid > i32::MAX as u32 {
@@ -182,4 +230,44 @@ pub fn processes_of_run(run_id: &str) -> Vec<u32> {
     }
     pids.sort_unstable();
     pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    fn sleeper_in_own_group(run_id: Option<&str>) -> std::process::Child {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30").process_group(0);
+        if let Some(run_id) = run_id {
+            command.env(RUN_ID_ENV, run_id);
+        }
+        let child = command.spawn().expect("sleep starts");
+        // Right after exec the kernel shows an empty environment for a moment.
+        let environ = format!("/proc/{}/environ", child.id());
+        while std::fs::read(&environ).map_or(true, |e| e.is_empty()) {
+            std::thread::yield_now();
+        }
+        child
+    }
+
+    #[test]
+    fn a_group_is_signalled_only_while_it_is_the_runs() {
+        let run_id = format!("group-test-{}", std::process::id());
+        // A stranger's group (as when our group's number was freed and reused): left alone.
+        let mut stranger = sleeper_in_own_group(None);
+        assert!(!signal_group_of_run(stranger.id(), &run_id, libc::SIGKILL));
+        assert!(stranger.try_wait().unwrap().is_none(), "the stranger lives");
+        // The run's own group: killed.
+        let mut ours = sleeper_in_own_group(Some(&run_id));
+        assert!(signal_group_of_run(ours.id(), &run_id, libc::SIGKILL));
+        let status = ours.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    }
 }

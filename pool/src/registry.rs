@@ -27,8 +27,9 @@ pub struct RunRecord {
     pub run_id: String,
     /// The pid of the process that owns the pool.
     pub owner_pid: u32,
-    /// The owner's start time in clock ticks since boot, so a reused pid is not mistaken for it.
-    pub owner_start_time: u64,
+    /// The owner's start time in clock ticks since boot, so a reused pid is not mistaken for it;
+    /// `None` when it could not be read (the owner then counts as alive while its pid exists).
+    pub owner_start_time: Option<u64>,
     /// The run's live workers.
     pub workers: Vec<WorkerRecord>,
 }
@@ -137,9 +138,17 @@ pub fn list_runs(runtime_dir: &Path) -> Vec<(PathBuf, Option<RunRecord>)> {
     runs
 }
 
+/// Whether the run's owner still runs. When in doubt (a start time that could not be read, then
+/// or now) the owner counts as alive: killing a live owner's workers is the worse mistake.
 fn owner_alive(record: &RunRecord) -> bool {
-    process::start_time(record.owner_pid) == Some(record.owner_start_time)
-        && process::is_alive(record.owner_pid)
+    let pid = record.owner_pid;
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return false;
+    }
+    match (record.owner_start_time, process::start_time(pid)) {
+        (Some(recorded), Some(now)) => recorded == now && process::is_alive(pid),
+        _ => true,
+    }
 }
 
 /// Kills the workers of every run in `runtime_dir` whose owner is dead, and removes those runs from
@@ -224,7 +233,9 @@ impl RunRegistry {
                 "killed the workers of pool runs whose owner had died");
         }
         let owner_pid = std::process::id();
-        let owner_start_time = process::start_time(owner_pid).unwrap_or_default();
+        // Our own /proc entry is always there; a failed read is recorded as unknown, never as
+        // a start time that would make this live run look dead to other pools.
+        let owner_start_time = process::start_time(owner_pid);
         let registry = RunRegistry {
             file: runs.join(format!("{run_id}.json")),
             record: std::sync::Mutex::new(RunRecord {
@@ -284,5 +295,53 @@ impl RunRegistry {
     /// The path of this run's file.
     pub(crate) fn file(&self) -> &Path {
         &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(owner_pid: u32, owner_start_time: Option<u64>) -> RunRecord {
+        RunRecord {
+            run_id: "test-run".into(),
+            owner_pid,
+            owner_start_time,
+            workers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_owner_whose_start_time_is_unknown_counts_as_alive_while_its_pid_exists() {
+        let me = std::process::id();
+        assert!(owner_alive(&record(me, None)));
+        assert!(owner_alive(&record(me, process::start_time(me))));
+        // A different start time: the pid was reused by another process.
+        let wrong = process::start_time(me).unwrap() + 1;
+        assert!(!owner_alive(&record(me, Some(wrong))));
+        // No such process at all.
+        assert!(!owner_alive(&record(u32::MAX / 2, None)));
+    }
+
+    #[test]
+    fn a_live_owner_with_an_unknown_start_time_keeps_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        private_dir(&runs_dir(dir.path())).unwrap();
+        let file = runs_dir(dir.path()).join("live.json");
+        fs::write(
+            &file,
+            serde_json::to_vec(&record(std::process::id(), None)).unwrap(),
+        )
+        .unwrap();
+        let report = cleanup_orphans(dir.path());
+        assert!(report.runs_removed.is_empty(), "{report:?}");
+        assert!(file.exists());
+    }
+
+    #[test]
+    fn records_written_before_start_times_were_optional_still_read() {
+        let old = r#"{"run_id":"r","owner_pid":1,"owner_start_time":42,"workers":[]}"#;
+        let parsed: RunRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.owner_start_time, Some(42));
     }
 }

@@ -166,8 +166,9 @@ async fn run<A: Adapter>(
             }
         }
     };
-    // Whatever the worker started in its group goes with it.
-    process::signal_group(pid, libc::SIGKILL);
+    // Whatever the worker started in its group goes with it. The leader is reaped by now, so
+    // make sure the group is still ours before signalling it.
+    process::signal_group_of_run(pid, &shared.run_id, libc::SIGKILL);
     shared.registry.remove_worker(id.slot);
     let uptime = ready_at.elapsed();
     let stderr_tail = output.finish(Duration::from_millis(100)).await;
@@ -229,7 +230,7 @@ async fn stop_gracefully<A: Adapter>(
             kill_and_reap(child, pid).await;
         }
     }
-    process::signal_group(pid, libc::SIGKILL);
+    process::signal_group_of_run(pid, &shared.run_id, libc::SIGKILL);
     tracing::debug!(pid, "worker stopped");
 }
 
