@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{builder, run};
+use common::{builder, eventually, run};
 use snakepit::PoolError;
 use snakepit_grpc_bridge::api::sessions::Session;
 use snakepit_grpc_bridge::environment::{EnvironmentError, EnvironmentOptions, PythonEnvironment};
@@ -18,11 +18,26 @@ use snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport, Value, args};
 async fn kill_mid_call(session: Session) -> Session {
     let info = session.call_tool("whoami", Map::new()).await.unwrap();
     let pid = info.as_map().unwrap()["pid"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let started_arg = started.to_str().unwrap().to_owned();
     let call = tokio::spawn(async move {
-        let outcome = session.call_tool("slow", args([("seconds", 60.0)])).await;
+        let outcome = session
+            .call_tool(
+                "slow",
+                args([
+                    ("seconds", Value::from(60.0)),
+                    ("started_file", Value::from(started_arg)),
+                ]),
+            )
+            .await;
         (outcome, session)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The tool runs in the worker: the kill lands mid-call.
+    assert!(
+        eventually(Duration::from_secs(10), || started.exists()).await,
+        "the slow tool started"
+    );
     std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -69,6 +84,38 @@ fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
         );
         bridge.shutdown().await.unwrap();
     })
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+/// The live children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p| alive(p))
+        .collect()
+}
+
+/// The pipes process `pid` has open (`pipe:[inode]`).
+fn pipes_of(pid: u32) -> HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .map(|target| target.to_string_lossy().into_owned())
+                .filter(|target| target.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Inodes of the sockets process `pid` has open.
@@ -220,20 +267,67 @@ fn a_missing_or_old_interpreter_is_a_clear_error() {
     })
 }
 
+/// Set to a cache directory, it makes `helper_resolve_the_environment_in_a_child_process` resolve
+/// the managed environment there and print its interpreter.
+const RESOLVE_IN_CHILD: &str = "DSPEX_TEST_RESOLVE_IN_CHILD";
+
+/// Not a test of its own: the body of the child processes of the race below (it does nothing
+/// unless `RESOLVE_IN_CHILD` is set).
+#[test]
+fn helper_resolve_the_environment_in_a_child_process() {
+    if let Some(cache) = std::env::var_os(RESOLVE_IN_CHILD) {
+        let options = EnvironmentOptions::default().cache_dir(cache);
+        let environment = PythonEnvironment::resolve(&options).unwrap();
+        println!("PYTHON {}", environment.python().display());
+    }
+}
+
 #[test]
 fn the_managed_environment_is_built_once_from_a_cold_cache_even_when_raced_and_rebuilt_when_broken()
 {
     let cache = tempfile::tempdir().unwrap();
     let options = EnvironmentOptions::default().cache_dir(cache.path());
-    // Two processes' worth of racing: both resolve at once; the lock makes one build, one wait.
+    // Two processes race to resolve it at once: the file lock makes one build and the other wait.
     let racers: Vec<_> = (0..2)
         .map(|_| {
-            let options = options.clone();
-            std::thread::spawn(move || PythonEnvironment::resolve(&options).unwrap())
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "helper_resolve_the_environment_in_a_child_process",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(RESOLVE_IN_CHILD, cache.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
-    let envs: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
-    assert_eq!(envs[0].python(), envs[1].python());
+    let outputs: Vec<_> = racers
+        .into_iter()
+        .map(|r| r.wait_with_output().unwrap())
+        .collect();
+    let mut builds = 0;
+    let mut pythons = Vec::new();
+    for output in &outputs {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        builds += stderr.matches("creating the Python environment").count();
+        pythons.extend(
+            stdout
+                .lines()
+                // The harness may print "test <name> ... " first on the same line.
+                .filter_map(|l| l.split_once("PYTHON ").map(|(_, p)| p.trim().to_owned())),
+        );
+    }
+    assert_eq!(builds, 1, "exactly one of the two processes built it");
+    assert_eq!(pythons.len(), 2);
+    assert_eq!(pythons[0], pythons[1]);
+    let envs = [PythonEnvironment::resolve(&options).unwrap()];
+    assert_eq!(envs[0].python().to_str().unwrap(), pythons[0]);
     assert!(envs[0].is_managed());
     let marker = envs[0]
         .python()
@@ -346,15 +440,58 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
             Value::Int(3)
         );
 
-        // Killing a shim (as a health check would) takes its worker along.
-        let shim = bridge.pool().workers()[1].pid.unwrap();
-        let before = bridge.ping().await.unwrap().pid;
+        // Killing a shim (as a health check would) takes its worker along: one of the fork
+        // server's two workers dies, the other lives, and the slot gets a new generation.
+        let fork_server = bridge.pool().adapter().fork_server_pid().unwrap();
+        let workers_before = children(fork_server);
+        assert_eq!(workers_before.len(), 2, "{workers_before:?}");
+        // The workers share none of the fork server's own pipes (its signal wake-up pipe): a
+        // forked child closes what is not its own.
+        // (Not counting what it inherited from this process, such as cargo's jobserver pipe.)
+        let server_pipes: HashSet<String> = pipes_of(fork_server)
+            .difference(&pipes_of(std::process::id()))
+            .cloned()
+            .collect();
+        assert!(
+            !server_pipes.is_empty(),
+            "the fork server has its wake-up pipe"
+        );
+        for &worker in &workers_before {
+            let shared: Vec<_> = pipes_of(worker)
+                .intersection(&server_pipes)
+                .cloned()
+                .collect();
+            assert!(
+                shared.is_empty(),
+                "worker {worker} holds the fork server's pipes {shared:?}"
+            );
+        }
+        let slot = &bridge.pool().workers()[1];
+        let (shim, generation) = (slot.pid.unwrap(), slot.id.generation);
         std::process::Command::new("kill")
             .args(["-9", &shim.to_string()])
             .status()
             .unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                workers_before.iter().filter(|&&pid| alive(pid)).count() == 1
+            })
+            .await,
+            "the shim's worker died with it"
+        );
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                bridge.pool().workers()[1].id.generation > generation
+            })
+            .await,
+            "the slot was restarted"
+        );
         bridge.pool().await_ready().await.unwrap();
-        let _ = before;
+        assert_eq!(
+            children(fork_server).len(),
+            2,
+            "a new worker was forked for the slot"
+        );
 
         // After shutdown nothing is left: the fork server, the workers it forked (which carry its
         // command line) and the shims all name the private socket directory on theirs.
@@ -387,14 +524,10 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
             "the fork server and its two workers (and their shims): {before}"
         );
         bridge.shutdown().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while forked() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} forked processes left",
-                forked()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            eventually(Duration::from_secs(10), || forked() == 0).await,
+            "{} forked processes left",
+            forked()
+        );
     })
 }

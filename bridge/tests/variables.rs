@@ -48,7 +48,7 @@ fn a_value_that_breaks_a_constraint_is_a_typed_error_and_changes_nothing() {
             )
             .await
             .unwrap();
-        assert!(session.set_variable("mode", "medium").await.is_err());
+        assert_constraint_violation(session.set_variable("mode", "medium").await);
         session
             .register_variable(
                 "name",
@@ -58,7 +58,7 @@ fn a_value_that_breaks_a_constraint_is_a_typed_error_and_changes_nothing() {
             )
             .await
             .unwrap();
-        assert!(session.set_variable("name", "abcd").await.is_err());
+        assert_constraint_violation(session.set_variable("name", "abcd").await);
         session
             .register_variable(
                 "v",
@@ -68,7 +68,7 @@ fn a_value_that_breaks_a_constraint_is_a_typed_error_and_changes_nothing() {
             )
             .await
             .unwrap();
-        assert!(session.set_variable("v", vec![0.1]).await.is_err());
+        assert_constraint_violation(session.set_variable("v", vec![0.1]).await);
         let tensor = Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap();
         session
             .register_variable(
@@ -80,7 +80,7 @@ fn a_value_that_breaks_a_constraint_is_a_typed_error_and_changes_nothing() {
             .await
             .unwrap();
         let wrong_shape = Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]).unwrap();
-        assert!(session.set_variable("w", wrong_shape).await.is_err());
+        assert_constraint_violation(session.set_variable("w", wrong_shape).await);
         session
             .register_variable("n", VariableType::Integer, 1, Constraints::default())
             .await
@@ -130,7 +130,10 @@ fn a_watch_sees_every_set_in_order() {
             session.set_variable("other", i).await.unwrap();
         }
         assert!(
-            session.set_variable("counter", -1).await.is_err(),
+            matches!(
+                session.set_variable("counter", -1).await,
+                Err(BridgeError::ConstraintViolation { .. })
+            ),
             "a refused set is not seen"
         );
         session.set_variable("counter", 51).await.unwrap();
@@ -159,4 +162,14 @@ fn watching_an_unknown_variable_is_an_error() {
             "{first:?}"
         );
     })
+}
+
+/// A set that broke its variable's type or constraints fails with `ConstraintViolation`, as the
+/// README promises, not with just any error.
+#[track_caller]
+fn assert_constraint_violation<T: std::fmt::Debug>(result: Result<T, BridgeError>) {
+    assert!(
+        matches!(result, Err(BridgeError::ConstraintViolation { .. })),
+        "expected ConstraintViolation, got {result:?}"
+    );
 }

@@ -31,6 +31,8 @@ struct Slot<C> {
     generation: u64,
     started: bool,
     status: SlotStatus,
+    /// Why the slot's last process stopped, kept after its replacement.
+    previous_exit: Option<WorkerExit>,
     in_flight: usize,
     connection: Option<Arc<C>>,
     death: watch::Sender<Option<WorkerExit>>,
@@ -123,6 +125,7 @@ impl<C> Dispatcher<C> {
                         generation: 0,
                         started: false,
                         status: SlotStatus::Starting,
+                        previous_exit: None,
                         in_flight: 0,
                         connection: None,
                         death: watch::channel(None).0,
@@ -381,6 +384,7 @@ impl<C> Dispatcher<C> {
         };
         s.in_flight = 0;
         s.connection = None;
+        s.previous_exit = Some(exit.clone());
         s.death.send_replace(Some(exit.clone()));
         for binding in self.sessions.values_mut() {
             if binding.worker == worker && binding.lost.is_none() {
@@ -460,7 +464,7 @@ impl<C> Dispatcher<C> {
     }
 
     /// The status of one slot.
-    pub(crate) fn slot_status(&self, slot: usize) -> (WorkerId, SlotStatus) {
+    pub(crate) fn slot_status(&self, slot: usize) -> (WorkerId, SlotStatus, Option<WorkerExit>) {
         let s = &self.slots[slot];
         (
             WorkerId {
@@ -468,6 +472,7 @@ impl<C> Dispatcher<C> {
                 generation: s.generation,
             },
             s.status.clone(),
+            s.previous_exit.clone(),
         )
     }
 

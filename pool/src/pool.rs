@@ -116,6 +116,9 @@ pub struct WorkerInfo {
     pub ready: bool,
     /// Why its last process stopped, while it is waiting for a replacement or stopped for good.
     pub last_exit: Option<WorkerExit>,
+    /// Why the slot's previous process stopped, kept after its replacement is ready (`None` if
+    /// the slot never lost a process): what an operator asks after a restart.
+    pub previous_exit: Option<WorkerExit>,
 }
 
 impl<A: Adapter> Pool<A> {
@@ -300,7 +303,7 @@ impl<A: Adapter> Pool<A> {
         let dispatcher = lock(&self.shared.dispatcher);
         (0..self.shared.config.size)
             .map(|slot| {
-                let (id, status) = dispatcher.slot_status(slot);
+                let (id, status, previous_exit) = dispatcher.slot_status(slot);
                 WorkerInfo {
                     id,
                     pid: pids.get(&slot).copied(),
@@ -309,6 +312,7 @@ impl<A: Adapter> Pool<A> {
                         SlotStatus::Restarting(exit) | SlotStatus::Stopped(exit) => Some(exit),
                         SlotStatus::Starting | SlotStatus::Ready => None,
                     },
+                    previous_exit,
                 }
             })
             .collect()

@@ -25,7 +25,12 @@ async fn spawn_grandchildren(pool: &Pool<LineAdapter>, n: usize) -> Vec<u32> {
 #[tokio::test]
 async fn shutdown_stops_every_worker_and_grandchild_and_leaves_no_registry_entry() {
     let (dir, config) = config(3);
-    let pool = start(adapter(), config).await;
+    let events = dir.path().join("events");
+    let pool = start(
+        adapter().env("TEST_WORKER_EVENTS_FILE", events.display()),
+        config,
+    )
+    .await;
     let workers: Vec<u32> = pool.workers().iter().map(|w| w.pid.unwrap()).collect();
     let grandchildren = spawn_grandchildren(&pool, 3).await;
     // A grandchild that has just been spawned can be unreadable in /proc for a moment.
@@ -37,21 +42,42 @@ async fn shutdown_stops_every_worker_and_grandchild_and_leaves_no_registry_entry
     .await;
     assert!(pool.registry_file().exists());
     let file = pool.registry_file().to_owned();
+    // Every worker busy (one request each), so a fourth checkout really waits in the queue.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(pool.checkout().await.unwrap());
+    }
     let waiting = {
         let pool = pool.clone();
         tokio::spawn(async move { pool.checkout().await.map(drop) })
     };
-    pool.shutdown().await.unwrap();
+    eventually(Duration::from_secs(5), "a checkout waits", || {
+        pool.stats().queue_len == 1
+    })
+    .await;
+    let shutting_down = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.shutdown().await })
+    };
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(snakepit::PoolError::ShuttingDown)
+    ));
+    drop(busy);
+    shutting_down.await.unwrap().unwrap();
     for pid in workers.iter().chain(&grandchildren) {
         eventually(Duration::from_secs(5), "process gone", || !alive(*pid)).await;
     }
     assert!(snakepit::processes_of_run(pool.run_id()).is_empty());
     assert!(!file.exists());
     assert!(registry::list_runs(dir.path()).is_empty());
-    assert!(matches!(
-        waiting.await.unwrap(),
-        Ok(()) | Err(snakepit::PoolError::ShuttingDown)
-    ));
+    // Each worker obeyed the adapter's polite stop: it was not simply killed.
+    let stops = std::fs::read_to_string(&events).unwrap_or_default();
+    assert_eq!(
+        stops.lines().filter(|l| *l == "stop").count(),
+        3,
+        "{stops:?}"
+    );
     assert!(matches!(
         request(&pool, "echo late").await,
         Err(snakepit::PoolError::ShuttingDown)
@@ -61,10 +87,14 @@ async fn shutdown_stops_every_worker_and_grandchild_and_leaves_no_registry_entry
 
 #[tokio::test]
 async fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
-    let (_dir, config) = config(1);
+    let (dir, config) = config(1);
+    let events = dir.path().join("events");
+    let grace = Duration::from_millis(300);
     let pool = start(
-        adapter().env("TEST_WORKER_IGNORE_SIGTERM", 1),
-        config.grace_period(Duration::from_millis(300)),
+        adapter()
+            .env("TEST_WORKER_IGNORE_SIGTERM", 1)
+            .env("TEST_WORKER_EVENTS_FILE", events.display()),
+        config.grace_period(grace),
     )
     .await;
     // Make the polite stop fail too: a hung worker reads but never acts on `stop`.
@@ -72,8 +102,17 @@ async fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
         .await
         .unwrap();
     let pid = pool.workers()[0].pid.unwrap();
+    let started = std::time::Instant::now();
     pool.shutdown().await.unwrap();
     assert!(!alive(pid));
+    // It got SIGTERM first, and the SIGKILL only after the grace period.
+    let seen = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        seen.lines().any(|l| l == "sigterm"),
+        "SIGTERM came first: {seen:?}"
+    );
+    assert!(!seen.contains("stop"), "{seen:?}");
+    assert!(started.elapsed() >= grace, "killed before the grace period");
 }
 
 #[tokio::test]

@@ -224,6 +224,39 @@ def test_the_global_history_of_dspy_stays_bounded():
     lm = dspy_runtime.build_lm(PB2, dummy({"q": {"answer": "a"}}))
     for _ in range(450):
         run(lambda: runtime.call(module, "", [], {"question": "q"}, lm))
-    assert len(base_lm.GLOBAL_HISTORY) <= 200
-    assert len(module.history) <= 200, "the module's own history is bounded too"
+    # 450 requests were recorded, and exactly the last 200 kept (not none).
+    assert len(base_lm.GLOBAL_HISTORY) == 200
+    assert len(module.history) == 200, "the module's own history is bounded too"
     assert len(dspy.settings.trace) == 0, "calls do not add to DSPy's global trace"
+
+
+def test_cached_modules_keep_no_history_and_the_caches_are_bounded():
+    from snakepit_bridge import dspy_runtime
+    from snakepit_bridge.lru import LruCache
+    from snakepit_bridge.server import BridgeServicer
+
+    servicer = BridgeServicer("t.0", "r")
+    servicer.dspy._modules = LruCache(3)
+
+    def request(i: int):
+        spec = PB2.SignatureSpec(
+            name=f"S{i}",
+            inputs=[field("question", {"type": "string"})],
+            outputs=[field("answer", {"type": "string"})],
+        )
+        return PB2.RunModuleRequest(
+            class_path="dspy.Predict",
+            signature=spec,
+            inputs=to_proto(PB2, {"question": "q"}).map,
+            options=PB2.CallOptions(lm=dummy({"q": {"answer": "a"}})),
+        )
+
+    for i in range(5):
+        for _ in range(3):
+            response = run(lambda: servicer.RunModule(request(i), None))
+            assert response.WhichOneof("result") == "value", response
+    assert len(servicer.dspy._modules) == 3, "only the 3 most recent modules are kept"
+    key = next(iter(servicer.dspy._modules._entries))
+    module = servicer.dspy._modules.get(key)
+    assert module.history == [], "a cached module keeps no prompts"
+    assert len(dspy_runtime._SIGNATURES) <= dspy_runtime._SIGNATURES.capacity

@@ -210,8 +210,9 @@ def test_variables_over_the_wire_with_watch():
                     if len(seen) == 3:
                         return
 
+            # The worker sends its headers once the watch is in place.
+            await watch.initial_metadata()
             collector = asyncio.create_task(collect())
-            await asyncio.sleep(0.1)
             for value in (0.1, 0.2, 0.3):
                 await stub.SetVariable(
                     PB2.SetVariableRequest(session_id="v", name="t", value=to_proto(PB2, value))

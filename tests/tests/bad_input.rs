@@ -374,6 +374,7 @@ fn hostile_bytes_on_the_worker_sockets_do_not_hurt_the_workers() {
             sockets.len() >= 4,
             "gRPC and fast-path sockets of both workers: {sockets:?}"
         );
+        let workers_before = worker_processes(bridge);
         let mut rng = fastrand::Rng::with_seed(7);
         for round in 0..200 {
             let path = &sockets[round % sockets.len()];
@@ -386,11 +387,24 @@ fn hostile_bytes_on_the_worker_sockets_do_not_hurt_the_workers() {
             }
             let _ = stream.write_all(&noise);
         }
-        let stats = bridge.pool().stats();
-        assert_eq!((stats.restarts, stats.workers_ready), (0, 2), "{stats:?}");
         for _ in 0..4 {
             bridge.ping().await.unwrap();
             assert_eq!(report("<good>").await.unwrap().count, 3);
         }
+        // Checked after the calls above, so a worker the noise killed has had time to be seen:
+        // the same processes, never restarted.
+        let stats = bridge.pool().stats();
+        assert_eq!((stats.restarts, stats.workers_ready), (0, 2), "{stats:?}");
+        assert_eq!(worker_processes(bridge), workers_before);
     });
+}
+
+/// Each slot's process and generation.
+fn worker_processes(bridge: &Bridge) -> Vec<(Option<u32>, u64)> {
+    bridge
+        .pool()
+        .workers()
+        .iter()
+        .map(|w| (w.pid, w.id.generation))
+        .collect()
 }

@@ -79,7 +79,27 @@ fn another_user_cannot_reach_a_worker_socket() {
             );
         }
         if !is_root() {
-            eprintln!("not root: checked modes and ownership; the SO_PEERCRED check is a pytest");
+            // Still check that the probe reaches the sockets as their owner: they are live, and
+            // the probe would tell a refusal apart.
+            for socket in &sockets {
+                let output = Command::new(env!("CARGO_BIN_EXE_socket-probe"))
+                    .arg(socket)
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "the owner connects to {}: {}",
+                    socket.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            eprintln!(
+                "SKIPPED (not root): connecting as another user needs root to switch users; checked \
+                 the directory's mode and ownership, and that the owner connects to {} sockets \
+                 (the fast path's SO_PEERCRED refusal is also a pytest)",
+                sockets.len()
+            );
+            bridge.shutdown().await.unwrap();
             return;
         }
         // The control: `nobody` can connect to a socket in an open directory.
@@ -331,13 +351,14 @@ fn api_keys_never_show_in_arguments_logs_traces_or_errors() {
             seen.push(String::from_utf8_lossy(&cmdline).into_owned());
         }
         dspex.shutdown().await.unwrap();
-        // The workers' standard error arrives through tracing; give the drains a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The workers' standard error arrives through tracing, drained by tasks of its own.
+        let arrived = support::eventually(std::time::Duration::from_secs(10), || {
+            String::from_utf8_lossy(&logs.lock().unwrap())
+                .contains("about to fail with key [REDACTED]")
+        })
+        .await;
+        assert!(arrived, "the worker's log line arrived, redacted");
         let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-        assert!(
-            logged.contains("about to fail with key [REDACTED]"),
-            "the worker's log line arrived, redacted"
-        );
         seen.push(logged);
         for (i, text) in seen.iter().enumerate() {
             assert!(!text.contains(SECRET), "the key leaked in item {i}: {text}");

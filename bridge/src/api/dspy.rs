@@ -686,6 +686,12 @@ impl Instance {
         &self.handle.type_name
     }
 
+    /// The session the instance lives in (see [`Pool::session_worker`](snakepit::Pool::session_worker)
+    /// for the worker that holds it).
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     /// Calls the module with keyword inputs (DSPy's async path) and returns its prediction.
     pub async fn call(&self, inputs: Map) -> Result<Prediction> {
         self.call_with(inputs, &CallOptions::default()).await

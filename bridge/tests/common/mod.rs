@@ -47,3 +47,17 @@ pub async fn shared() -> &'static Bridge {
         })
         .await
 }
+
+/// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

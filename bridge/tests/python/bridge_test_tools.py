@@ -31,7 +31,11 @@ async def count(n: int):
 
 
 @tool
-async def slow(seconds: float):
+async def slow(seconds: float, started_file: str = ""):
+    """Sleeps; with ``started_file``, creates that file first, so a test knows the call runs."""
+    if started_file:
+        with open(started_file, "w"):
+            pass
     await asyncio.sleep(seconds)
     return seconds
 

@@ -12,10 +12,12 @@
 //! `TEST_WORKER_IGNORE_SIGTERM`, `TEST_WORKER_OUTLIVE_STDIN` (keep running after standard input
 //! closes, as a worker that does not notice its owner is gone), and `TEST_WORKER_BARRIER_DIR` + `TEST_WORKER_BARRIER_COUNT` (do not
 //! say `ready` until that many workers have started: proves that workers start concurrently).
+//! With `TEST_WORKER_EVENTS_FILE`, the worker appends `stop` to that file when it obeys `stop`, and
+//! (with `TEST_WORKER_IGNORE_SIGTERM`) `sigterm` for each SIGTERM it ignores.
 #![allow(unsafe_code, unreachable_pub)]
 
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,42 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The events file, opened for appending, or -1.
+static EVENTS_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn record_event(event: &[u8]) {
+    let fd = EVENTS_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) on a descriptor we opened, from a byte slice; async-signal-safe.
+        unsafe {
+            libc::write(fd, event.as_ptr().cast(), event.len());
+        }
+    }
+}
+
+extern "C" fn note_sigterm(_: libc::c_int) {
+    record_event(b"sigterm\n");
+}
+
 /// Runs the worker until its standard input closes.
 pub fn run() {
+    if let Some(path) = std::env::var_os("TEST_WORKER_EVENTS_FILE") {
+        use std::os::fd::IntoRawFd;
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            EVENTS_FD.store(file.into_raw_fd(), Ordering::SeqCst);
+        }
+    }
     if std::env::var_os("TEST_WORKER_IGNORE_SIGTERM").is_some() {
-        // SAFETY: installing SIG_IGN for SIGTERM has no preconditions.
+        // SAFETY: installing a handler that only calls write(2) has no preconditions.
         unsafe {
-            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(
+                libc::SIGTERM,
+                note_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
         }
     }
     if let Some(ms) = env_number("TEST_WORKER_START_DELAY_MS") {
@@ -81,7 +113,10 @@ pub fn run() {
                 eprintln!("test worker: crashing as asked");
                 std::process::exit(argument.parse().unwrap_or(1));
             }
-            "stop" => std::process::exit(0),
+            "stop" => {
+                record_event(b"stop\n");
+                std::process::exit(0)
+            }
             "hang" => hung.store(true, Ordering::SeqCst),
             _ => {
                 let out = out.clone();
