@@ -168,3 +168,56 @@ fn dropped_calls_are_cancelled_in_the_worker() {
         dspex.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_timeout_whose_cancel_the_worker_cannot_confirm_is_not_sent_again() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let count_file = dir.path().join("requests");
+        let dspex = builder()
+            .lm(faulty_lm(
+                numbered_answers(3),
+                &[
+                    ("delay_ms", Value::from(2_000.0)),
+                    ("count_file", Value::from(count_file.to_str().unwrap())),
+                ],
+            ))
+            .workers(2)
+            .bridge(|b| {
+                b.retry(RetryPolicy::new(3).initial_backoff(Duration::from_millis(10)))
+                    .pool(|p| p.request_timeout(Some(Duration::from_secs(1))))
+            })
+            .start()
+            .await
+            .unwrap();
+        let call = {
+            let dspex = dspex.clone();
+            tokio::spawn(async move { QA::predict(&dspex, ask(1)).await })
+        };
+        let requests = || std::fs::read_to_string(&count_file).unwrap_or_default();
+        assert!(
+            eventually(Duration::from_secs(30), || requests().lines().count() == 1).await,
+            "the call reached the LM"
+        );
+        // The LM writes its worker's pid: stop that worker, so it can confirm nothing.
+        let busy: u32 = requests().trim().parse().unwrap();
+        support::kill(busy, libc::SIGSTOP);
+        let result = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("the call returns")
+            .unwrap();
+        support::kill(busy, libc::SIGCONT);
+        assert!(
+            matches!(
+                result,
+                Err(Error::Bridge(BridgeError::Pool(
+                    PoolError::RequestTimeout { .. }
+                )))
+            ),
+            "the timeout is returned as it is, got {result:?}"
+        );
+        // A retry would have gone to the other worker and reached the LM again.
+        assert_eq!(requests().lines().count(), 1, "sent once");
+        dspex.shutdown().await.unwrap();
+    });
+}
