@@ -291,9 +291,7 @@ mod tests {
     /// A fake worker that reads one request frame's header, answers with `reply`, then either
     /// closes the connection or keeps it open.
     async fn fake_worker(reply: Vec<u8>, keep_open: bool) -> (FastConnection, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let (listener, path, dir) = listen();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut header = [0u8; HEADER_BYTES];
@@ -308,6 +306,26 @@ mod tests {
                 .await
                 .unwrap(),
             dir,
+        )
+    }
+
+    /// A listening socket for a fake worker, in a directory of its own.
+    fn listen() -> (UnixListener, std::path::PathBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.sock");
+        (UnixListener::bind(&path).unwrap(), path, dir)
+    }
+
+    /// Reads one request frame: its id and method.
+    async fn read_request(stream: &mut UnixStream) -> (u64, u8) {
+        let mut header = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut header).await.unwrap();
+        let length = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; length - LENGTH_OVERHEAD];
+        stream.read_exact(&mut payload).await.unwrap();
+        (
+            u64::from_le_bytes(header[4..12].try_into().unwrap()),
+            header[12],
         )
     }
 
@@ -341,24 +359,16 @@ mod tests {
     #[test]
     fn an_oversized_reply_fails_its_call_and_keeps_the_connection() {
         runtime().block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f.sock");
-            let listener = UnixListener::bind(&path).unwrap();
+            let (listener, path, _dir) = listen();
             tokio::spawn(async move {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                let mut header = [0u8; HEADER_BYTES];
                 // First request: a reply of 2,000 payload bytes. Second: a small one.
-                stream.read_exact(&mut header).await.unwrap();
-                let first = u64::from_le_bytes(header[4..12].try_into().unwrap());
-                let mut request = vec![0u8; 1];
-                stream.read_exact(&mut request).await.unwrap();
+                let (first, _) = read_request(&mut stream).await;
                 stream
                     .write_all(&frame(first, STATUS_OK, &[7u8; 2000]))
                     .await
                     .unwrap();
-                stream.read_exact(&mut header).await.unwrap();
-                let second = u64::from_le_bytes(header[4..12].try_into().unwrap());
-                stream.read_exact(&mut request).await.unwrap();
+                let (second, _) = read_request(&mut stream).await;
                 stream
                     .write_all(&frame(second, STATUS_OK, b"ok"))
                     .await
@@ -376,25 +386,13 @@ mod tests {
     #[test]
     fn a_dropped_call_sends_a_cancel_frame_with_its_id() {
         runtime().block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f.sock");
-            let listener = UnixListener::bind(&path).unwrap();
+            let (listener, path, _dir) = listen();
             let (seen, frames) = oneshot::channel();
             tokio::spawn(async move {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                let mut headers = Vec::new();
-                for _ in 0..2 {
-                    let mut header = [0u8; HEADER_BYTES];
-                    stream.read_exact(&mut header).await.unwrap();
-                    let length = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
-                    let mut payload = vec![0u8; length - LENGTH_OVERHEAD];
-                    stream.read_exact(&mut payload).await.unwrap();
-                    headers.push((
-                        u64::from_le_bytes(header[4..12].try_into().unwrap()),
-                        header[12],
-                    ));
-                }
-                let _ = seen.send(headers);
+                let first = read_request(&mut stream).await;
+                let second = read_request(&mut stream).await;
+                let _ = seen.send(vec![first, second]);
             });
             let fast = FastConnection::connect(&path, DEFAULT_MAX_FRAME)
                 .await

@@ -89,9 +89,20 @@ class FrameWriter:
         self._room = asyncio.Event()
         self._room.set()
         self._closed = False
+        # The writer task is waiting for the transport to drain: frames must queue behind it.
+        self._draining = False
 
     def push(self, data: bytes) -> None:
         if self._closed:
+            return
+        if not self._frames and not self._draining:
+            # Nothing waits before it: straight to the transport, without a task switch. The
+            # writer task takes over (and waits for the reader) once the transport holds more
+            # than the bound.
+            self._writer.write(data)
+            if self._writer.transport.get_write_buffer_size() >= self._limit:
+                self._draining = True
+                self._ready.set()
             return
         self._frames.append(data)
         self._queued += len(data)
@@ -112,6 +123,8 @@ class FrameWriter:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
+                self._draining = True
+                await self._writer.drain()
                 while self._frames:
                     written = 0
                     while self._frames:
@@ -122,6 +135,7 @@ class FrameWriter:
                     self._queued -= written
                     if self._queued < self._limit:
                         self._room.set()
+                self._draining = False
         except (ConnectionError, RuntimeError):
             pass
         finally:

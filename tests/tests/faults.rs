@@ -145,16 +145,19 @@ fn sigkill_during_100_concurrent_calls_every_call_returns_and_the_pool_recovers(
     });
 }
 
+/// A `slow_pool` with `RetryPolicy::new(4)` (20 ms first backoff), and the file that counts its
+/// LM requests (in a directory that lives as long as the returned guard).
+async fn retrying_slow_pool() -> (Dspex, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let count_file = dir.path().join("requests");
+    let policy = RetryPolicy::new(4).initial_backoff(Duration::from_millis(20));
+    (slow_pool(Some(policy), &count_file).await, count_file, dir)
+}
+
 #[test]
 fn the_retry_policy_turns_those_crashes_into_successes() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let count_file = dir.path().join("requests");
-        let dspex = slow_pool(
-            Some(RetryPolicy::new(4).initial_backoff(Duration::from_millis(20))),
-            &count_file,
-        )
-        .await;
+        let (dspex, count_file, _dir) = retrying_slow_pool().await;
         let (results, victim) = hundred_calls_with_a_kill(&dspex, &count_file).await;
         for (i, result) in results.into_iter().enumerate() {
             let output = result.unwrap_or_else(|e| panic!("call {i} was retried, yet: {e}"));
@@ -646,13 +649,7 @@ fn a_broken_fast_path_fails_the_health_check_and_the_worker_is_replaced() {
 #[test]
 fn calls_in_a_session_are_never_retried() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let count_file = dir.path().join("requests");
-        let dspex = slow_pool(
-            Some(RetryPolicy::new(4).initial_backoff(Duration::from_millis(10))),
-            &count_file,
-        )
-        .await;
+        let (dspex, count_file, _dir) = retrying_slow_pool().await;
         let qa = Predict::<QA>::new(&dspex).await.unwrap();
         let call = {
             let qa = qa.clone();
