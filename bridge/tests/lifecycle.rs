@@ -191,6 +191,39 @@ fn workers_listen_on_unix_sockets_in_a_private_directory_and_never_on_tcp() {
 }
 
 #[test]
+fn a_fork_server_that_cannot_start_leaves_plain_spawn_and_the_pool_works() {
+    use snakepit_grpc_bridge::api::dspy::{FieldType, Lm, SignatureSpec};
+    run(async {
+        let fails = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/python_no_fork_server");
+        let bridge = builder()
+            .python_path(fails)
+            .workers(2)
+            .fork_server(true)
+            .lm(Lm::dummy(vec![Value::Map(args([("answer", "plain")]))]))
+            .start()
+            .await
+            .expect("the pool starts without its fork server");
+        assert!(!bridge.pool().adapter().uses_fork_server());
+        assert_eq!(bridge.pool().adapter().fork_server_pid(), None);
+        // The workers are plain `python -m snakepit_bridge.server` processes, and serve.
+        for worker in bridge.pool().workers() {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", worker.pid.unwrap())).unwrap();
+            assert!(String::from_utf8_lossy(&cmdline).contains("snakepit_bridge.server"));
+        }
+        let qa = SignatureSpec::new("QA")
+            .input("question", FieldType::String)
+            .output("answer", FieldType::String);
+        let out = bridge
+            .predict(&qa, args([("question", "q")]))
+            .await
+            .unwrap();
+        assert_eq!(out.outputs["answer"], Value::from("plain"));
+        bridge.shutdown().await.unwrap();
+    })
+}
+
+#[test]
 fn tcp_loopback_is_used_only_when_asked() {
     run(async {
         let bridge = builder()
