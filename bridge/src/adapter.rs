@@ -1,124 +1,27 @@
-//! `GrpcPythonAdapter`: how snakepit starts a Python worker and gets a gRPC client to it.
+//! `GrpcPythonAdapter`: how snakepit starts a Python worker (forked by the fork server or
+//! spawned plainly) and gets a gRPC client and a fast-path connection to it. The transport and
+//! credentials live in `transport.rs`, the private directory in `workdir.rs`, the fork server in
+//! `fork_server.rs`.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use snakepit::{Adapter, BoxError, StartedWorker, WorkerCommand, WorkerContext, WorkerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::environment::PythonEnvironment;
 use crate::fork_server::{ForkServer, ForkServerSpec, SHIM_WAIT_ENV};
 use crate::proto::bridge_service_client::BridgeServiceClient;
 use crate::proto::{PingRequest, PingResponse};
+pub use crate::transport::Transport;
+use crate::transport::{Client, RunToken, channel_for};
 
 /// The environment variable that tells workers the largest message they may send or accept.
 const MAX_MESSAGE_ENV: &str = "SNAKEPIT_MAX_MESSAGE_BYTES";
 
 /// The line a worker prints on standard output once it can serve.
 const READY_PREFIX: &str = "SNAKEPIT_READY ";
-
-/// How Rust and the workers talk.
-///
-/// The TCP transports prepare for workers on other hosts; any local user can reach a TCP port,
-/// so every call on them carries a secret token made for the run (32 random bytes, handed to the
-/// workers in a 0600 file, never in their arguments) that the worker compares in constant time;
-/// a call without it fails `UNAUTHENTICATED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Transport {
-    /// A Unix domain socket inside a private (0700) directory. The default.
-    #[default]
-    UnixSocket,
-    /// TCP on 127.0.0.1 with a port the worker picks, plaintext, with the run token.
-    TcpLoopback,
-    /// Like [`TcpLoopback`](Transport::TcpLoopback), over TLS (rustls on the Rust side): each run
-    /// makes a self-signed certificate for `localhost`, and the client trusts exactly that one.
-    TcpLoopbackTls,
-}
-
-impl Transport {
-    fn is_tcp(self) -> bool {
-        matches!(self, Transport::TcpLoopback | Transport::TcpLoopbackTls)
-    }
-}
-
-/// The metadata every call on a TCP transport carries: `authorization: Bearer <run token>`.
-#[derive(Clone, Default)]
-pub(crate) struct RunToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl std::fmt::Debug for RunToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "RunToken([REDACTED])"
-        } else {
-            "RunToken(None)"
-        })
-    }
-}
-
-impl tonic::service::Interceptor for RunToken {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// The gRPC client of one worker.
-pub(crate) type Client =
-    BridgeServiceClient<tonic::service::interceptor::InterceptedService<Channel, RunToken>>;
-
-/// 32 bytes from the operating system's CSPRNG, as hex.
-fn new_secret() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Socket directories are named `dspex-<owner pid>-<random>`.
-const SOCKET_DIR_PREFIX: &str = "dspex-";
-
-/// Removes the socket directories of processes that are gone (a program killed before it could
-/// clean up after itself leaves its directory behind).
-fn remove_stale_socket_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let owned_by_us = entry
-            .metadata()
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == current_uid())
-            .unwrap_or(false);
-        if owned_by_us && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-fn current_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(u32::MAX)
-}
 
 /// A ready worker: its gRPC client and identity.
 #[derive(Debug, Clone)]
@@ -192,19 +95,10 @@ impl GrpcPythonAdapter {
         transport: Transport,
         env: Vec<(String, String)>,
     ) -> std::io::Result<Self> {
-        // Short, private, and ours: Unix socket paths are limited to about 100 bytes.
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        remove_stale_socket_dirs(&base);
-        let socket_dir = tempfile::Builder::new()
-            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(base)?;
+        let socket_dir = crate::workdir::create()?;
         let mut adapter = GrpcPythonAdapter {
             fork_server: None,
-            max_message_bytes: crate::fast::DEFAULT_MAX_FRAME,
+            max_message_bytes: crate::framing::DEFAULT_MAX_MESSAGE_BYTES,
             python_path: environment.python_path(python_path),
             environment,
             imports,
@@ -218,26 +112,14 @@ impl GrpcPythonAdapter {
             tls_ca: None,
         };
         if transport.is_tcp() {
-            let token = new_secret()?;
+            let (token, metadata) = RunToken::generate()?;
             adapter.set_worker_file("SNAKEPIT_AUTH_TOKEN_FILE", "token", token.as_bytes())?;
-            adapter.token =
-                RunToken(Some(format!("Bearer {token}").parse().map_err(|_| {
-                    std::io::Error::other("the token is not valid metadata")
-                })?));
+            adapter.token = metadata;
         }
         if transport == Transport::TcpLoopbackTls {
-            let certified = rcgen::generate_simple_self_signed(vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-            ])
-            .map_err(|e| std::io::Error::other(format!("cannot make a TLS certificate: {e}")))?;
-            let cert = certified.cert.pem();
+            let (cert, key) = crate::transport::self_signed_certificate()?;
             adapter.set_worker_file("SNAKEPIT_TLS_CERT_FILE", "tls.crt", cert.as_bytes())?;
-            adapter.set_worker_file(
-                "SNAKEPIT_TLS_KEY_FILE",
-                "tls.key",
-                certified.signing_key.serialize_pem().as_bytes(),
-            )?;
+            adapter.set_worker_file("SNAKEPIT_TLS_KEY_FILE", "tls.key", key.as_bytes())?;
             adapter.tls_ca = Some(tonic::transport::Certificate::from_pem(cert));
         }
         Ok(adapter)
@@ -260,16 +142,8 @@ impl GrpcPythonAdapter {
         file_name: &str,
         contents: &[u8],
     ) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.socket_dir.path().join(file_name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(contents)?;
+        crate::workdir::write_private_file(&path, contents)?;
         self.env.retain(|(k, _)| k != variable);
         self.env
             .push((variable.to_owned(), path.to_string_lossy().into_owned()));
@@ -355,39 +229,6 @@ impl GrpcPythonAdapter {
         self.socket_dir
             .path()
             .join(format!("w{}-{}.sock", id.slot, id.generation))
-    }
-}
-
-async fn channel_for(
-    address: &str,
-    tls_ca: Option<&tonic::transport::Certificate>,
-) -> Result<Channel, BoxError> {
-    if let Some(path) = address.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        // The URI is not used for a connector-based channel, but must parse.
-        let channel = Endpoint::try_from("http://[::1]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await?;
-        Ok(channel)
-    } else if let Some(host_port) = address.strip_prefix("tcp:") {
-        let endpoint = match tls_ca {
-            Some(ca) => Endpoint::try_from(format!("https://{host_port}"))?.tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(ca.clone())
-                    .domain_name("localhost"),
-            )?,
-            None => Endpoint::try_from(format!("http://{host_port}"))?,
-        };
-        Ok(endpoint.tcp_nodelay(true).connect().await?)
-    } else {
-        Err(format!("the worker announced an unknown address {address:?}").into())
     }
 }
 
@@ -486,7 +327,7 @@ impl Adapter for GrpcPythonAdapter {
             Transport::UnixSocket => Some(std::sync::Arc::new(
                 crate::fast::FastConnection::connect(
                     &self.socket_path(ctx.id).with_extension("fast"),
-                    self.max_message_bytes + crate::fast::LENGTH_OVERHEAD,
+                    self.max_message_bytes + crate::framing::LENGTH_OVERHEAD,
                 )
                 .await?,
             )),

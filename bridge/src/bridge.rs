@@ -43,7 +43,7 @@ impl From<PoolError> for Attempt {
     }
 }
 
-pub(crate) use crate::adapter::Client;
+pub(crate) use crate::transport::Client;
 
 /// A running pool of Python workers. A cheap [`Clone`] handle; dropping the last one stops the
 /// workers, [`Bridge::shutdown`] does so and waits.
@@ -526,7 +526,7 @@ impl Bridge {
             Err(error) => return Err(BridgeError::from(error).into()),
         };
         match reply {
-            Reply::Response(payload) => prost::Message::decode(payload.as_slice())
+            Reply::Response(payload) => prost::Message::decode(payload)
                 .map(|response| judged(&checkout, response))
                 .map_err(|e| {
                     checkout.mark_failed();

@@ -8,7 +8,7 @@ use crate::value::{DType, Map, Tensor, Value};
 /// Containers nested deeper than this many levels are sent as one [`pb::PackedValue`]: protobuf
 /// decoders (upb in Python, prost in Rust) stop at 100 nested messages, and each level of
 /// nesting costs up to three.
-const PACK_BELOW_LEVEL: usize = 8;
+pub(crate) const PACK_BELOW_LEVEL: usize = 8;
 
 /// The deepest nesting a received value may have; deeper is refused as malformed.
 pub(crate) const MAX_DEPTH: usize = 1024;

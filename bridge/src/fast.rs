@@ -14,37 +14,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
 
-/// `RunModule`.
-pub(crate) const RUN_MODULE: u8 = 1;
-/// `CallInstance`.
-pub(crate) const CALL_INSTANCE: u8 = 2;
-/// Cancel the call with this frame's id (empty payload).
-pub(crate) const CANCEL: u8 = 3;
-
-/// A response: the payload is a protobuf `CallResponse`.
-const STATUS_OK: u8 = 0;
-/// The frame could not be served: the payload is a UTF-8 message.
-const STATUS_FAILED: u8 = 1;
-/// The call was cancelled and nothing of it runs any more (empty payload).
-const STATUS_CANCELLED: u8 = 2;
-
-/// The bytes of a frame header: `u32 length | u64 id | u8 method-or-status`.
-pub(crate) const HEADER_BYTES: usize = 13;
-/// What a frame's length counts besides its payload: the id and the method or status byte.
-pub(crate) const LENGTH_OVERHEAD: usize = 9;
-
-/// The largest frame either side accepts by default: 256 MiB, like the gRPC message limit.
-pub(crate) const DEFAULT_MAX_FRAME: usize = 256 * 1024 * 1024;
+pub(crate) use crate::framing::{CALL_INSTANCE, LENGTH_OVERHEAD, RUN_MODULE};
+use crate::framing::{
+    CANCEL, FrameCodec, Incoming, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, encode,
+};
 
 /// How a call ended on the worker's side.
 #[derive(Debug)]
 pub(crate) enum Reply {
-    /// The worker's `CallResponse`, encoded.
-    Response(Vec<u8>),
+    /// The worker's `CallResponse`, encoded (a view into the read buffer, not a copy).
+    Response(Bytes),
     /// The frame could not be served, or the reply could not be read; says why.
     Failed(String),
     /// The worker confirmed a cancel: nothing of the call runs any more.
@@ -71,11 +57,8 @@ fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Se
 }
 
 fn frame(id: u64, method: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
-    frame.extend_from_slice(&((payload.len() + LENGTH_OVERHEAD) as u32).to_le_bytes());
-    frame.extend_from_slice(&id.to_le_bytes());
-    frame.push(method);
-    frame.extend_from_slice(payload);
+    let mut frame = Vec::new();
+    encode(id, method, payload, &mut frame);
     frame
 }
 
@@ -145,7 +128,7 @@ impl FastConnection {
     #[cfg(test)]
     pub(crate) async fn call(&self, method: u8, request: &[u8]) -> Result<Vec<u8>, String> {
         match self.start(method, request)?.response().await {
-            Reply::Response(payload) => Ok(payload),
+            Reply::Response(payload) => Ok(payload.to_vec()),
             Reply::Failed(message) => Err(message),
             Reply::Cancelled => Err("cancelled".into()),
         }
@@ -229,47 +212,33 @@ async fn write_frames(
 }
 
 async fn read_replies(
-    mut reader: tokio::net::unix::OwnedReadHalf,
+    reader: tokio::net::unix::OwnedReadHalf,
     routes: Pending,
     closed: Arc<AtomicBool>,
     max_frame: usize,
 ) {
-    let mut header = [0u8; HEADER_BYTES];
-    loop {
-        if reader.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-        let status = header[12];
-        if length < LENGTH_OVERHEAD {
-            tracing::warn!(
-                length,
-                "closing a fast-path connection: impossible frame length"
-            );
-            break;
-        }
-        let reply = if length > max_frame {
-            // Too large to hold, but well-formed: skip it, fail that call, keep the connection.
-            let skip = (length - LENGTH_OVERHEAD) as u64;
-            let skipped =
-                tokio::io::copy(&mut (&mut reader).take(skip), &mut tokio::io::sink()).await;
-            if skipped.ok() != Some(skip) {
+    let mut frames = FramedRead::with_capacity(reader, FrameCodec::new(max_frame), 64 * 1024);
+    while let Some(incoming) = frames.next().await {
+        let (id, reply) = match incoming {
+            Ok(Incoming::Frame { id, code, payload }) => (
+                id,
+                match code {
+                    STATUS_OK => Reply::Response(payload),
+                    STATUS_FAILED => Reply::Failed(String::from_utf8_lossy(&payload).into_owned()),
+                    STATUS_CANCELLED => Reply::Cancelled,
+                    other => Reply::Failed(format!("the worker sent an unknown status {other}")),
+                },
+            ),
+            // Too large to hold, but well-formed: that call fails, the connection stays.
+            Ok(Incoming::Oversized { id, length }) => (
+                id,
+                Reply::Failed(format!(
+                    "the worker's reply of {length} bytes is larger than a frame may be ({max_frame} bytes)"
+                )),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "closing a fast-path connection");
                 break;
-            }
-            Reply::Failed(format!(
-                "the worker's reply of {length} bytes is larger than a frame may be ({max_frame} bytes)"
-            ))
-        } else {
-            let mut payload = vec![0u8; length - LENGTH_OVERHEAD];
-            if reader.read_exact(&mut payload).await.is_err() {
-                break;
-            }
-            match status {
-                STATUS_OK => Reply::Response(payload),
-                STATUS_FAILED => Reply::Failed(String::from_utf8_lossy(&payload).into_owned()),
-                STATUS_CANCELLED => Reply::Cancelled,
-                other => Reply::Failed(format!("the worker sent an unknown status {other}")),
             }
         };
         let waiter = lock(&routes).remove(&id);
@@ -286,7 +255,11 @@ async fn read_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::{DEFAULT_MAX_MESSAGE_BYTES, HEADER_BYTES};
+    use tokio::io::AsyncReadExt;
     use tokio::net::UnixListener;
+
+    const DEFAULT_MAX_FRAME: usize = DEFAULT_MAX_MESSAGE_BYTES + LENGTH_OVERHEAD;
 
     /// A fake worker that reads one request frame's header, answers with `reply`, then either
     /// closes the connection or keeps it open.

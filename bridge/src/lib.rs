@@ -38,7 +38,10 @@ pub mod environment;
 mod error;
 mod fast;
 mod fork_server;
+mod framing;
+mod transport;
 mod value;
+mod workdir;
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod proto {

@@ -2,21 +2,14 @@
 
 A unary gRPC call through grpc.aio costs about as much as a DSPy call itself (profiled: half of a
 worker's CPU under sequential load went to grpc.aio's own machinery). The hot calls (RunModule,
-CallInstance) therefore also travel on one long-lived, multiplexed connection per worker:
-
-    request:  u32 length | u64 id | u8 method | protobuf request      (little-endian)
-    response: u32 length | u64 id | u8 status | protobuf CallResponse
-
-``length`` counts everything after itself. Methods: 1 = RunModule, 2 = CallInstance, 3 = Cancel
-(empty payload; the id is the call to cancel). Statuses: 0 a response; 1 the frame could not be
-served (the payload is a UTF-8 message); 2 the call was cancelled and nothing of it runs any more
-(empty payload). Many requests may be in flight; responses come in completion order, matched by
-id. Each call gets exactly one response frame, cancelled or not; a cancel for a call that already
-answered is ignored.
+CallInstance) therefore also travel on one long-lived, multiplexed connection per worker, in the
+frames of ``framing.py``. Many requests may be in flight; responses come in completion order,
+matched by id. Each call gets exactly one response frame, cancelled or not; a cancel for a call
+that already answered is ignored.
 
 A connection serves at most ``SNAKEPIT_FAST_MAX_TASKS`` calls at once (default 1024); more are
-answered with status 1 at once. Replies leave through one writer that waits for the reader (a
-slow reader holds replies here, up to a bound, rather than in an unbounded transport buffer). A
+answered with ``STATUS_FAILED`` at once. Replies leave through one writer that waits for the reader
+(a slow reader holds replies here, up to a bound, rather than in an unbounded transport buffer). A
 reply larger than a frame may be is replaced by a ``ResultTooLarge`` error response.
 
 The socket lives in the owner's private (0700) directory; on top of that, a connection whose peer
@@ -33,20 +26,23 @@ import socket
 import struct
 from typing import Any
 
-from snakepit_bridge import limits
+from snakepit_bridge.framing import (
+    CALL_INSTANCE,
+    CANCEL,
+    HEADER,
+    LENGTH_OVERHEAD,
+    RUN_MODULE,
+    STATUS_CANCELLED,
+    STATUS_FAILED,
+    STATUS_OK,
+    frame,
+    max_message_bytes,
+)
 
 log = logging.getLogger("snakepit_bridge.fastpath")
 
-HEADER = struct.Struct("<IQB")
-# What a frame's length counts besides the payload: the id and the method or status byte.
-LENGTH_OVERHEAD = 9
-MAX_FRAME = limits.max_message_bytes() + LENGTH_OVERHEAD
-RUN_MODULE = 1
-CALL_INSTANCE = 2
-CANCEL = 3
-STATUS_OK = 0
-STATUS_FAILED = 1
-STATUS_CANCELLED = 2
+# The largest frame this worker reads or writes, counted as ``length`` counts it.
+MAX_FRAME = max_message_bytes() + LENGTH_OVERHEAD
 
 
 def _env_int(name: str, default: int) -> int:
@@ -69,10 +65,6 @@ def peer_uid(sock: socket.socket) -> int:
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     )
     return uid
-
-
-def frame(request_id: int, status: int, payload: bytes) -> bytes:
-    return HEADER.pack(len(payload) + LENGTH_OVERHEAD, request_id, status) + payload
 
 
 class FrameWriter:

@@ -27,7 +27,7 @@ from snakepit_bridge.proto import pb2 as load_pb2
 from snakepit_bridge.proto import pb2_grpc as load_pb2_grpc
 from snakepit_bridge.sessions import Session, SessionStore
 from snakepit_bridge.tools import REGISTRY, ToolContext, ToolRegistry, tool_spec
-from snakepit_bridge import limits, security
+from snakepit_bridge import framing, security
 from snakepit_bridge.values import ObjectHandle, from_proto, map_from_proto, to_proto
 from snakepit_bridge.variables import Constraints, Variable
 
@@ -36,7 +36,7 @@ pb2 = load_pb2()
 pb2_grpc = load_pb2_grpc()
 
 PRUNE_INTERVAL_SECONDS = 30.0
-MAX_MESSAGE_BYTES = limits.max_message_bytes()
+MAX_MESSAGE_BYTES = framing.max_message_bytes()
 
 
 def _variable_type_name(enum_value: int) -> str:

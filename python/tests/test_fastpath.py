@@ -1,7 +1,6 @@
 """The fast path's framing, over a real Unix socket."""
 
 import asyncio
-import struct
 import tempfile
 
 from conftest import PB2, run
@@ -11,11 +10,7 @@ from snakepit_bridge import fastpath
 from snakepit_bridge.server import BridgeServicer
 from snakepit_bridge.values import from_proto, to_proto
 
-HEADER = struct.Struct("<IQB")
-
-
-def frame(request_id, method, payload):
-    return HEADER.pack(len(payload) + 9, request_id, method) + payload
+from snakepit_bridge.framing import HEADER, frame
 
 
 async def read_frame(reader):

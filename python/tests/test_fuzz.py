@@ -2,7 +2,6 @@
 fuzzed with hypothesis. Nothing may crash or hang; the worker keeps serving."""
 
 import asyncio
-import struct
 import tempfile
 
 import grpc
@@ -13,11 +12,12 @@ from hypothesis import strategies as st
 
 from snakepit_bridge import fastpath
 from snakepit_bridge.errors import BridgeError
+from snakepit_bridge.framing import HEADER
+from snakepit_bridge.framing import frame as _frame
 from snakepit_bridge.proto import pb2_grpc
 from snakepit_bridge.server import BridgeServicer, create_server
 from snakepit_bridge.values import from_proto, to_proto
 
-HEADER = struct.Struct("<IQB")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -60,10 +60,6 @@ def test_request_messages_decode_or_raise_decode_error(name, data):
         getattr(PB2, name).FromString(data)
     except DecodeError:
         pass
-
-
-def _frame(request_id, method, payload):
-    return HEADER.pack(len(payload) + 9, request_id, method) + payload
 
 
 def _valid_request():

@@ -1,0 +1,190 @@
+//! Language models for DSPy: DummyLM, LiteLLM models and custom classes, and the adapter that
+//! formats prompts.
+
+use crate::convert::map_to_proto;
+use crate::proto as pb;
+use crate::value::{Map, Value};
+
+/// How DSPy formats prompts for the LM and parses its answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LmAdapter {
+    /// `dspy.ChatAdapter` (without the silent JSON fallback, which would cost a second LM call).
+    #[default]
+    Chat,
+    /// `dspy.JSONAdapter`.
+    Json,
+    /// `dspy.XMLAdapter`.
+    Xml,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum LmKind {
+    Dummy(Value),
+    Custom {
+        class_path: String,
+        kwargs: Map,
+    },
+    LiteLlm {
+        model: String,
+        api_base: Option<String>,
+        api_key_env: Option<String>,
+        temperature: Option<f64>,
+        max_tokens: Option<u32>,
+        cache: Option<bool>,
+    },
+}
+
+/// A language model for DSPy.
+///
+/// ```
+/// use snakepit_grpc_bridge::api::dspy::{Lm, LmAdapter};
+/// let real = Lm::new("openai/gpt-4o-mini").api_key_env("OPENAI_API_KEY").temperature(0.0);
+/// let offline = Lm::dummy(vec![snakepit_grpc_bridge::args([("answer", "42")])]).adapter(LmAdapter::Json);
+/// # let _ = (real, offline);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lm {
+    kind: LmKind,
+    adapter: LmAdapter,
+}
+
+impl Lm {
+    /// `dspy.LM(model)`: any LiteLLM model string, e.g. `openai/gpt-4o-mini`.
+    pub fn new(model: impl Into<String>) -> Self {
+        Lm {
+            kind: LmKind::LiteLlm {
+                model: model.into(),
+                api_base: None,
+                api_key_env: None,
+                temperature: None,
+                max_tokens: None,
+                cache: None,
+            },
+            adapter: LmAdapter::default(),
+        }
+    }
+
+    /// `dspy.utils.DummyLM(answers)`: a list of answer maps served in order, or a map from prompt
+    /// substrings to answer maps. Values may be native or strings; DSPy coerces them.
+    pub fn dummy(answers: impl Into<Value>) -> Self {
+        Lm {
+            kind: LmKind::Dummy(answers.into()),
+            adapter: LmAdapter::default(),
+        }
+    }
+
+    /// Any `dspy.BaseLM` subclass importable in the workers, created with `kwargs` (and the
+    /// adapter, when its constructor takes one): your own LM client, or a test double.
+    pub fn custom(class_path: impl Into<String>, kwargs: Map) -> Self {
+        Lm {
+            kind: LmKind::Custom {
+                class_path: class_path.into(),
+                kwargs,
+            },
+            adapter: LmAdapter::default(),
+        }
+    }
+
+    /// Chooses the adapter.
+    pub fn adapter(mut self, adapter: LmAdapter) -> Self {
+        self.adapter = adapter;
+        self
+    }
+
+    fn litellm(mut self, set: impl FnOnce(&mut LmKind)) -> Self {
+        set(&mut self.kind);
+        self
+    }
+
+    /// The API base URL.
+    pub fn api_base(self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { api_base, .. } = k {
+                *api_base = Some(url)
+            }
+        })
+    }
+
+    /// The environment variable (of the worker processes) holding the API key. The key itself
+    /// never crosses the bridge.
+    pub fn api_key_env(self, variable: impl Into<String>) -> Self {
+        let variable = variable.into();
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { api_key_env, .. } = k {
+                *api_key_env = Some(variable)
+            }
+        })
+    }
+
+    /// The sampling temperature.
+    pub fn temperature(self, value: f64) -> Self {
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { temperature, .. } = k {
+                *temperature = Some(value)
+            }
+        })
+    }
+
+    /// The completion token limit.
+    pub fn max_tokens(self, value: u32) -> Self {
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { max_tokens, .. } = k {
+                *max_tokens = Some(value)
+            }
+        })
+    }
+
+    /// Whether DSPy caches completions.
+    pub fn cache(self, value: bool) -> Self {
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { cache, .. } = k {
+                *cache = Some(value)
+            }
+        })
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::LmConfig {
+        let kind = match &self.kind {
+            LmKind::Dummy(answers) => pb::lm_config::Kind::Dummy(pb::DummyLmConfig {
+                answers: Some(answers.into()),
+            }),
+            LmKind::Custom { class_path, kwargs } => {
+                pb::lm_config::Kind::Custom(pb::CustomLmConfig {
+                    class_path: class_path.clone(),
+                    kwargs: Some(map_to_proto(kwargs)),
+                })
+            }
+            LmKind::LiteLlm {
+                model,
+                api_base,
+                api_key_env,
+                temperature,
+                max_tokens,
+                cache,
+            } => pb::lm_config::Kind::Litellm(pb::LiteLlmConfig {
+                model: model.clone(),
+                api_base: api_base.clone().unwrap_or_default(),
+                api_key_env: api_key_env.clone().unwrap_or_default(),
+                temperature: *temperature,
+                max_tokens: *max_tokens,
+                cache: *cache,
+            }),
+        };
+        pb::LmConfig {
+            kind: Some(kind),
+            adapter: match self.adapter {
+                LmAdapter::Chat => "chat",
+                LmAdapter::Json => "json",
+                LmAdapter::Xml => "xml",
+            }
+            .into(),
+        }
+    }
+
+    /// The configuration as protobuf bytes, for a worker's settings file.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.to_proto())
+    }
+}

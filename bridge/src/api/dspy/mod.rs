@@ -1,0 +1,100 @@
+//! DSPy on the platform: signatures described in Rust, LMs, module instances in sessions, typed
+//! results, batches, and any Python class by dotted path.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), snakepit_grpc_bridge::BridgeError> {
+//! use snakepit_grpc_bridge::api::dspy::{FieldType, Lm, SignatureSpec};
+//! use snakepit_grpc_bridge::{Bridge, args};
+//!
+//! let bridge = Bridge::builder()
+//!     .lm(Lm::dummy(vec![args([("answer", "Paris"), ("confidence", "0.9")])]))
+//!     .start()
+//!     .await?;
+//! let qa = SignatureSpec::new("QA")
+//!     .instructions("Answer questions with short factoid answers.")
+//!     .input("question", FieldType::String)
+//!     .output("answer", FieldType::String)
+//!     .output("confidence", FieldType::Float);
+//! let prediction = bridge.predict(&qa, args([("question", "Capital of France?")])).await?;
+//! assert_eq!(prediction.outputs["answer"].as_str(), Some("Paris"));
+//! # Ok(()) }
+//! ```
+
+mod instance;
+mod lm;
+mod prediction;
+mod signature;
+
+pub use instance::Instance;
+pub use lm::{Lm, LmAdapter};
+pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
+pub use signature::{FieldSpec, FieldType, ObjectField, ObjectType, SignatureSpec};
+
+use crate::bridge::Bridge;
+use crate::convert::map_to_proto;
+use crate::error::Result;
+use crate::proto as pb;
+use crate::value::Map;
+use prediction::{call_result, prediction};
+
+impl Bridge {
+    /// Runs a module without a session, on the least-loaded worker; each worker keeps one
+    /// instance per (class, signature, kwargs), so the signature is built only once.
+    pub async fn run_module(
+        &self,
+        class_path: &str,
+        signature: &SignatureSpec,
+        kwargs: Map,
+        inputs: Map,
+        options: &CallOptions,
+    ) -> Result<Prediction> {
+        let request = pb::RunModuleRequest {
+            class_path: class_path.to_owned(),
+            signature: Some(signature.to_proto()),
+            kwargs: Some(map_to_proto(&kwargs)),
+            inputs: Some(map_to_proto(&inputs)),
+            options: Some(options.to_proto()),
+        };
+        // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
+        // or confirmed that it cancelled a timed-out attempt).
+        let response = self
+            .retrying(|| {
+                self.call_fast(
+                    None,
+                    crate::fast::RUN_MODULE,
+                    request.clone(),
+                    |mut c, request| async move { c.run_module(request).await },
+                )
+            })
+            .await?;
+        prediction(call_result(response)?)
+    }
+
+    /// `dspy.Predict(signature)(**inputs)` with the pool's LM.
+    pub async fn predict(&self, signature: &SignatureSpec, inputs: Map) -> Result<Prediction> {
+        self.run_module(
+            "dspy.Predict",
+            signature,
+            Map::new(),
+            inputs,
+            &CallOptions::default(),
+        )
+        .await
+    }
+
+    /// `dspy.ChainOfThought(signature)(**inputs)` with the pool's LM; see [`Prediction::reasoning`].
+    pub async fn chain_of_thought(
+        &self,
+        signature: &SignatureSpec,
+        inputs: Map,
+    ) -> Result<Prediction> {
+        self.run_module(
+            "dspy.ChainOfThought",
+            signature,
+            Map::new(),
+            inputs,
+            &CallOptions::default(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,144 @@
+//! What one DSPy call takes and gives: its options, its prediction, usage and history.
+
+use crate::convert::value_from_proto;
+use crate::error::{BridgeError, Result};
+use crate::proto::{self as pb, call_response};
+use crate::value::{Map, Value};
+
+use super::Lm;
+
+/// Options of one call.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// Overrides the LM of the instance (or of the pool) for this call.
+    pub lm: Option<Lm>,
+    /// Returns the prompt messages and raw completions in [`Prediction::history`].
+    pub history: bool,
+}
+
+impl CallOptions {
+    /// Uses `lm` for this call.
+    pub fn lm(mut self, lm: Lm) -> Self {
+        self.lm = Some(lm);
+        self
+    }
+
+    /// Asks for the call's history.
+    pub fn with_history(mut self) -> Self {
+        self.history = true;
+        self
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::CallOptions {
+        pb::CallOptions {
+            lm: self.lm.as_ref().map(Lm::to_proto),
+            history: self.history,
+        }
+    }
+}
+
+/// Tokens an LM call used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
+    /// LM requests made.
+    pub lm_calls: u32,
+}
+
+/// One LM request of a call: what was sent and what came back.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The prompt messages, a list of `{role, content}` maps.
+    pub messages: Value,
+    /// The raw completions.
+    pub outputs: Vec<String>,
+    /// The model.
+    pub model: String,
+}
+
+/// The result of a module call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Prediction {
+    /// The output fields (for ChainOfThought also `reasoning`; for ReAct also `trajectory`).
+    pub outputs: Map,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Prompts and completions, when asked for with [`CallOptions::with_history`].
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Prediction {
+    /// One output field.
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.outputs.get(field)
+    }
+
+    /// The reasoning of a ChainOfThought call.
+    pub fn reasoning(&self) -> Option<&str> {
+        self.outputs.get("reasoning").and_then(Value::as_str)
+    }
+}
+
+/// The value and usage of a generic method call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CallResult {
+    /// What the method returned: plain data, or an [`ObjectRef`](crate::ObjectRef) to an object kept in the session.
+    pub value: Value,
+    /// Tokens used by LM calls during the method.
+    pub usage: Usage,
+    /// Prompts and completions, when asked for.
+    pub history: Vec<HistoryEntry>,
+}
+
+pub(super) fn call_result(response: pb::CallResponse) -> Result<CallResult> {
+    let usage = response.usage.unwrap_or_default();
+    let history = response
+        .history
+        .into_iter()
+        .map(|h| {
+            Ok(HistoryEntry {
+                messages: value_from_proto(h.messages)?,
+                outputs: h.outputs,
+                model: h.model,
+            })
+        })
+        .collect::<Result<_>>()?;
+    match response.result {
+        Some(call_response::Result::Value(value)) => Ok(CallResult {
+            value: Value::try_from(value)?,
+            usage: Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.total_tokens,
+                lm_calls: usage.lm_calls,
+            },
+            history,
+        }),
+        Some(call_response::Result::Error(error)) => Err(error.into()),
+        None => Err(BridgeError::Protocol("an empty call response".into())),
+    }
+}
+
+pub(super) fn prediction(result: CallResult) -> Result<Prediction> {
+    match result.value {
+        Value::Map(outputs) => Ok(Prediction {
+            outputs,
+            usage: result.usage,
+            history: result.history,
+        }),
+        other => Err(BridgeError::Protocol(format!(
+            "a module call returned a {} instead of a prediction",
+            other.kind()
+        ))),
+    }
+}
