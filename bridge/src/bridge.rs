@@ -89,6 +89,8 @@ pub struct WorkerIdentity {
     pub protocol: String,
     /// How many sessions it holds.
     pub sessions: u32,
+    /// How many definitions (signatures, by hash) it holds; bounded, least recently used evicted.
+    pub definitions: u32,
 }
 
 /// Configures and starts a [`Bridge`].
@@ -377,6 +379,7 @@ impl Bridge {
             package_version: pong.package_version,
             protocol: pong.protocol,
             sessions: pong.sessions,
+            definitions: pong.definitions,
         })
     }
 

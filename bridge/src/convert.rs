@@ -300,6 +300,9 @@ impl From<pb::ErrorInfo> for BridgeError {
             K::AlreadyExists => BridgeError::AlreadyExists { message },
             K::CallbackFailed => BridgeError::CallbackFailed { message },
             K::ResultTooLarge => BridgeError::ResultTooLarge { message },
+            K::UnknownDefinition => BridgeError::Protocol(format!(
+                "the worker does not hold a definition the request named: {message}"
+            )),
             K::ParseFailed => BridgeError::ParseFailed {
                 field: info.field,
                 raw_output: info.raw_output,

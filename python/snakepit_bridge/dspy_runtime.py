@@ -8,7 +8,6 @@ its LM, so calls in flight never see each other's settings or history.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import inspect
 import json
@@ -16,8 +15,9 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any
 
+from snakepit_bridge.definitions import Definitions
 from snakepit_bridge.errors import BridgeError, InvalidArgument, NotFound
 from snakepit_bridge.lru import LruCache
 from snakepit_bridge.threads import run_in_thread
@@ -71,56 +71,7 @@ def _bound_global_history() -> None:
         settings.main_thread_config["max_history_size"] = size
 
 
-# -- types from JSON Schema ----------------------------------------------------------------------
-
-
-def schema_to_type(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, Any]) -> Any:
-    """The Python annotation for a JSON Schema (the subset the Rust side emits)."""
-    import pydantic
-
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        if name not in defs:
-            raise InvalidArgument(f"unknown schema reference {schema['$ref']!r}")
-        return schema_to_type(defs[name], defs, models)
-    if "enum" in schema:
-        values = tuple(schema["enum"])
-        if not values:
-            raise InvalidArgument("an enum needs at least one value")
-        return Literal[values]  # type: ignore[valid-type]
-    if "anyOf" in schema:
-        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
-        nullable = len(options) != len(schema["anyOf"])
-        if len(options) != 1:
-            raise InvalidArgument("anyOf is only supported as [T, null] (Optional)")
-        inner = schema_to_type(options[0], defs, models)
-        return Optional[inner] if nullable else inner  # noqa: UP045
-    kind = schema.get("type")
-    simple = {"string": str, "integer": int, "number": float, "boolean": bool}
-    if kind in simple:
-        return simple[kind]
-    if kind == "array":
-        return list[schema_to_type(schema.get("items", {"type": "string"}), defs, models)]
-    if kind == "object":
-        if "properties" in schema:
-            title = schema.get("title") or "Object"
-            if title in models:
-                return models[title]
-            required = set(schema.get("required", []))
-            fields: dict[str, Any] = {}
-            for name, sub in schema["properties"].items():
-                annotation = schema_to_type(sub, defs, models)
-                description = sub.get("description")
-                default = ... if name in required else None
-                fields[name] = (annotation, pydantic.Field(default, description=description))
-            model = pydantic.create_model(title, **fields)
-            models[title] = model
-            return model
-        values = schema.get("additionalProperties")
-        if isinstance(values, dict):
-            return dict[str, schema_to_type(values, defs, models)]
-        return dict[str, Any]
-    raise InvalidArgument(f"unsupported field schema: {json.dumps(schema)[:200]}")
+# -- signatures ----------------------------------------------------------------------------------
 
 
 def _capacity(name: str, default: int) -> int:
@@ -130,33 +81,21 @@ def _capacity(name: str, default: int) -> int:
         return default
 
 
-# Signatures and stateless modules are cached per worker, bounded: a program that makes
-# signatures on the fly must not grow the worker without end.
-_SIGNATURES: LruCache[str, Any] = LruCache(_capacity("SNAKEPIT_SIGNATURE_CACHE", 512))
 MODULE_CACHE_SIZE = _capacity("SNAKEPIT_MODULE_CACHE", 512)
 
 
-def spec_key(spec: Any) -> str:
-    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
-
-
 def build_signature(pb2: Any, spec: Any) -> Any:
-    """A ``dspy.Signature`` for a ``SignatureSpec``, built once per distinct spec."""
-    key = spec_key(spec)
-    cached = _SIGNATURES.get(key)
-    if cached is not None:
-        return cached
-    from snakepit_bridge.values import from_proto
+    """A ``dspy.Signature`` for a ``SignatureSpec`` (callers keep it: see ``definitions.py``)."""
+    from snakepit_bridge.field_types import TypeBuilder
 
     dspy = _dspy()
     if not spec.outputs:
         raise InvalidArgument(f"signature {spec.name!r} has no output field")
+    types = TypeBuilder(spec.objects)
     fields: dict[str, Any] = {}
-    models: dict[str, Any] = {}
     for kind, specs in (("input", spec.inputs), ("output", spec.outputs)):
         for f in specs:
-            schema = from_proto(pb2, f.schema) or {"type": "string"}
-            annotation = schema_to_type(schema, schema.get("$defs", {}), models)
+            annotation = types.annotation(f.type)
             extra: dict[str, Any] = {}
             if f.description:
                 extra["desc"] = f.description
@@ -169,7 +108,6 @@ def build_signature(pb2: Any, spec: Any) -> Any:
     signature = dspy.Signature(fields, spec.instructions or "")
     if spec.name:
         signature.__name__ = spec.name
-    _SIGNATURES.put(key, signature)
     return signature
 
 
@@ -254,7 +192,8 @@ class DspyRuntime:
         self.pb2 = pb2
         self._default_config: Any = None
         self._default: LmSetup | None = None
-        self._modules: LruCache[str, Any] = LruCache(MODULE_CACHE_SIZE)
+        self._modules: LruCache[tuple[str, bytes, str], Any] = LruCache(MODULE_CACHE_SIZE)
+        self.definitions = Definitions()
         path = os.environ.get("SNAKEPIT_DSPY_LM_FILE")
         if path:
             config = pb2.LmConfig()
@@ -353,15 +292,25 @@ class DspyRuntime:
             )
         return tools
 
+    def signature(self, key: bytes, spec: Any) -> Any:
+        """The ``dspy.Signature`` the hash ``key`` names: kept, or built from ``spec`` (which may be
+        None when the client trusts the worker to hold it: then ``UnknownDefinition``)."""
+        if spec is not None and not (spec.outputs or spec.inputs):
+            spec = None
+        return self.definitions.resolve(
+            "signature", key, spec, lambda s: build_signature(self.pb2, s)
+        )
+
     def create(
         self,
         class_path: str,
-        signature_spec: Any,
+        signature: Any,
         args: list[Any],
         kwargs: dict[str, Any],
         objects: dict[str, Any],
         session: Any,
     ) -> Any:
+        """An instance of ``class_path``; a built ``signature`` (if any) is its first argument."""
         cls = self.resolve_class(class_path)
         args = self.resolve_arguments(args, objects)
         kwargs = self.resolve_arguments(kwargs, objects)
@@ -373,8 +322,8 @@ class DspyRuntime:
                 from snakepit_bridge.tools import REGISTRY
 
                 kwargs[key] = REGISTRY.get(kwargs[key]).function
-        if signature_spec is not None and (signature_spec.outputs or signature_spec.inputs):
-            args = [build_signature(self.pb2, signature_spec), *args]
+        if signature is not None:
+            args = [signature, *args]
         try:
             return cls(*args, **kwargs)
         except TypeError as exc:
@@ -424,14 +373,23 @@ class DspyRuntime:
             check_outputs(getattr(target, "signature", None), result, collector.history)
         return result, collector.history
 
-    def module_for(self, class_path: str, spec: Any, kwargs: dict[str, Any]) -> Any:
-        key = hashlib.sha256(
-            class_path.encode() + spec.SerializeToString(deterministic=True)
-            + json.dumps(kwargs, sort_keys=True, default=str).encode()
-        ).hexdigest()
+    def module_for(
+        self, class_path: str, signature_key: bytes, spec: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """The worker's stateless instance of ``class_path`` for a signature (by hash) and
+        keyword arguments; the signature is resolved only when the instance is made."""
+        if spec is not None and not (spec.outputs or spec.inputs):
+            spec = None
+        if not signature_key and spec is not None:
+            # A client that sends no hash: the definition itself names it.
+            signature_key = spec.SerializeToString(deterministic=True)
+        arguments = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""
+        key = (class_path, signature_key, arguments)
         module = self._modules.get(key)
         if module is None:
-            module = self.create(class_path, spec, [], dict(kwargs), {}, None)
+            # A module without a signature (a program configured by its arguments) needs none.
+            signature = self.signature(signature_key, spec) if signature_key else None
+            module = self.create(class_path, signature, [], dict(kwargs), {}, None)
             self._modules.put(key, module)
         return module
 

@@ -40,6 +40,16 @@ class CallbackFailed(BridgeError):
     kind_name = "ERROR_KIND_CALLBACK_FAILED"
 
 
+class UnknownDefinition(BridgeError):
+    """A request named a definition (by hash) this worker does not hold: the client sends it."""
+
+    kind_name = "ERROR_KIND_UNKNOWN_DEFINITION"
+
+    def __init__(self, kind: str, key: bytes) -> None:
+        super().__init__(f"this worker holds no {kind} {key.hex()[:16]}…; send its definition")
+        self.key = key
+
+
 class ResultTooLarge(BridgeError):
     """A call's result does not fit in one message."""
 

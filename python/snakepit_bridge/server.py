@@ -153,6 +153,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             package_version=snakepit_bridge.__version__,
             protocol=snakepit_bridge.PROTOCOL,
             sessions=len(self.sessions),
+            definitions=len(self.dspy.definitions),
         )
 
     # -- sessions ----------------------------------------------------------------------------
@@ -355,7 +356,12 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             session = self.sessions.get(request.session_id)
             args = from_proto(pb2, pb2.Value(list=request.args)) if request.HasField("args") else []
             kwargs = map_from_proto(pb2, request.kwargs)
-            signature = request.signature if request.HasField("signature") else None
+            signature = None
+            if request.HasField("signature"):
+                spec = request.signature
+                key = request.signature_hash or spec.SerializeToString(deterministic=True)
+                if spec.outputs or spec.inputs:
+                    signature = self.dspy.signature(key, spec)
             instance_lm = None
             if request.HasField("lm") and request.lm.WhichOneof("kind"):
                 from snakepit_bridge.dspy_runtime import build_lm
@@ -464,7 +470,10 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
     async def RunModule(self, request: Any, context: Any) -> Any:
         try:
             kwargs = map_from_proto(pb2, request.kwargs)
-            module = self.dspy.module_for(request.class_path, request.signature, kwargs)
+            spec = request.signature if request.HasField("signature") else None
+            module = self.dspy.module_for(
+                request.class_path, request.signature_hash, spec, kwargs
+            )
             inputs = map_from_proto(pb2, request.inputs)
             try:
                 return await self._call(None, module, None, "__call__", [], inputs, request.options)

@@ -2,36 +2,55 @@
 
 from conftest import PB2, run, running_server
 
-from snakepit_bridge.dspy_runtime import failing_field, schema_to_type
+from snakepit_bridge.dspy_runtime import failing_field
+from snakepit_bridge.field_types import TypeBuilder
 from snakepit_bridge.values import from_proto, to_proto
 
-ENTITY = {
-    "type": "object",
-    "title": "Entity",
-    "properties": {"name": {"type": "string"}, "aliases": {"type": "array", "items": {"type": "string"}}},
-    "required": ["name", "aliases"],
-}
+SCALARS = {"str": 0, "int": 1, "float": 2, "bool": 3}
 
 
-def field(name, schema, desc=""):
-    return PB2.FieldSpec(name=name, description=desc, schema=to_proto(PB2, schema))
+def t(shape):
+    """A ``TypeRef`` from a short form: "str", "int", "float", "bool", ("list", T), ("map", T),
+    ("optional", T), ("literal", [values]), ("object", name)."""
+    if isinstance(shape, str):
+        return PB2.TypeRef(scalar=SCALARS[shape])
+    kind, inner = shape
+    if kind == "literal":
+        return PB2.TypeRef(literal=PB2.LiteralType(values=inner))
+    if kind == "object":
+        return PB2.TypeRef(object=inner)
+    return PB2.TypeRef(**{kind: t(inner)})
+
+
+ENTITY = PB2.ObjectDef(
+    name="Entity",
+    fields=[
+        PB2.ObjectFieldDef(name="name", type=t("str"), description="Its name."),
+        PB2.ObjectFieldDef(name="aliases", type=t(("list", "str"))),
+    ],
+)
+
+
+def field(name, shape, desc=""):
+    return PB2.FieldSpec(name=name, description=desc, type=t(shape))
 
 
 def qa_spec():
     return PB2.SignatureSpec(
         name="QA",
         instructions="Answer questions.",
-        inputs=[field("question", {"type": "string"}, "The question.")],
+        inputs=[field("question", "str", "The question.")],
         outputs=[
-            field("answer", {"type": "string"}),
-            field("confidence", {"type": "number"}),
-            field("n", {"type": "integer"}),
-            field("tags", {"type": "array", "items": {"type": "string"}}),
-            field("label", {"enum": ["pos", "neg"]}),
-            field("maybe", {"anyOf": [{"type": "integer"}, {"type": "null"}]}),
-            field("scores", {"type": "object", "additionalProperties": {"type": "number"}}),
-            field("entities", {"type": "array", "items": ENTITY}),
+            field("answer", "str"),
+            field("confidence", "float"),
+            field("n", "int"),
+            field("tags", ("list", "str")),
+            field("label", ("literal", ["pos", "neg"])),
+            field("maybe", ("optional", "int")),
+            field("scores", ("map", "float")),
+            field("entities", ("list", ("object", "Entity"))),
         ],
+        objects=[ENTITY],
     )
 
 
@@ -59,9 +78,29 @@ async def new_session(stub, sid="d"):
     await stub.InitializeSession(PB2.InitializeSessionRequest(session_id=sid))
 
 
-def test_json_schemas_become_python_types():
-    t = schema_to_type({"type": "array", "items": ENTITY}, {}, {})
-    assert t.__args__[0].__name__ == "Entity"
+def test_wire_types_become_python_types():
+    from typing import Literal, Optional
+
+    types = TypeBuilder([ENTITY])
+    entities = types.annotation(t(("list", ("object", "Entity"))))
+    model = entities.__args__[0]
+    assert model.__name__ == "Entity"
+    assert model.model_fields["name"].description == "Its name."
+    assert model.model_fields["aliases"].annotation == list[str]
+    assert types.annotation(t(("object", "Entity"))) is model, "each object type is built once"
+    assert types.annotation(t(("map", "float"))) == dict[str, float]
+    assert types.annotation(t(("optional", "int"))) == Optional[int]  # noqa: UP045
+    assert types.annotation(t(("literal", ["a", "b"]))) == Literal["a", "b"]
+    assert types.annotation(PB2.TypeRef()) is str
+
+
+def test_an_object_type_the_signature_does_not_define_is_an_error():
+    import pytest
+
+    from snakepit_bridge.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="not defined"):
+        TypeBuilder([]).annotation(t(("object", "Missing")))
 
 
 def test_predict_returns_typed_fields_usage_and_history():
@@ -125,8 +164,8 @@ def test_chain_of_thought_adds_reasoning():
     async def scenario():
         async with running_server() as (stub, _):
             spec = PB2.SignatureSpec(
-                inputs=[field("question", {"type": "string"})],
-                outputs=[field("answer", {"type": "string"})],
+                inputs=[field("question", "str")],
+                outputs=[field("answer", "str")],
             )
             return await stub.RunModule(
                 PB2.RunModuleRequest(
@@ -148,8 +187,8 @@ def test_batch_keeps_input_order_with_per_item_errors():
         async with running_server() as (stub, _):
             await new_session(stub)
             spec = PB2.SignatureSpec(
-                inputs=[field("question", {"type": "string"})],
-                outputs=[field("n", {"type": "integer"})],
+                inputs=[field("question", "str")],
+                outputs=[field("n", "int")],
             )
             answers = {f"question-<{i}>": {"n": str(i)} for i in range(30)}
             answers["question-bad"] = {"n": "not a number"}
@@ -217,10 +256,10 @@ def test_the_global_history_of_dspy_stays_bounded():
     assert base_lm.MAX_HISTORY_SIZE == 200
     runtime = dspy_runtime.DspyRuntime(PB2)
     spec = PB2.SignatureSpec(
-        inputs=[field("question", {"type": "string"})],
-        outputs=[field("answer", {"type": "string"})],
+        inputs=[field("question", "str")],
+        outputs=[field("answer", "str")],
     )
-    module = runtime.create("dspy.Predict", spec, [], {}, {}, None)
+    module = runtime.create("dspy.Predict", runtime.signature(b"history-test", spec), [], {}, {}, None)
     lm = dspy_runtime.build_lm(PB2, dummy({"q": {"answer": "a"}}))
     for _ in range(450):
         run(lambda: runtime.call(module, "", [], {"question": "q"}, lm))
@@ -235,14 +274,17 @@ def test_cached_modules_keep_no_history_and_the_caches_are_bounded():
     from snakepit_bridge.lru import LruCache
     from snakepit_bridge.server import BridgeServicer
 
+    from snakepit_bridge.definitions import Definitions
+
     servicer = BridgeServicer("t.0", "r")
     servicer.dspy._modules = LruCache(3)
+    servicer.dspy.definitions = Definitions(2)
 
     def request(i: int):
         spec = PB2.SignatureSpec(
             name=f"S{i}",
-            inputs=[field("question", {"type": "string"})],
-            outputs=[field("answer", {"type": "string"})],
+            inputs=[field("question", "str")],
+            outputs=[field("answer", "str")],
         )
         return PB2.RunModuleRequest(
             class_path="dspy.Predict",
@@ -259,4 +301,30 @@ def test_cached_modules_keep_no_history_and_the_caches_are_bounded():
     key = next(iter(servicer.dspy._modules._entries))
     module = servicer.dspy._modules.get(key)
     assert module.history == [], "a cached module keeps no prompts"
-    assert len(dspy_runtime._SIGNATURES) <= dspy_runtime._SIGNATURES.capacity
+    assert len(servicer.dspy.definitions) == 2, "only the 2 most recent signatures are kept"
+
+
+def test_a_signature_crosses_once_and_is_named_by_its_hash_afterwards():
+    from snakepit_bridge.server import BridgeServicer
+
+    servicer = BridgeServicer("t.0", "r")
+    spec = PB2.SignatureSpec(
+        name="QA", inputs=[field("question", "str")], outputs=[field("answer", "str")]
+    )
+
+    def request(with_definition: bool):
+        return PB2.RunModuleRequest(
+            class_path="dspy.Predict",
+            signature=spec if with_definition else None,
+            signature_hash=b"h" * 32,
+            inputs=to_proto(PB2, {"question": "q"}).map,
+            options=PB2.CallOptions(lm=dummy({"q": {"answer": "a"}})),
+        )
+
+    unknown = run(lambda: servicer.RunModule(request(False), None))
+    assert unknown.error.kind == PB2.ERROR_KIND_UNKNOWN_DEFINITION
+    registered = run(lambda: servicer.RunModule(request(True), None))
+    assert from_proto(PB2, registered.value) == {"answer": "a"}
+    by_hash = run(lambda: servicer.RunModule(request(False), None))
+    assert from_proto(PB2, by_hash.value) == {"answer": "a"}
+    assert len(servicer.dspy.definitions) == 1

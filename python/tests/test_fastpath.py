@@ -24,8 +24,8 @@ def test_requests_are_answered_by_id_and_bad_frames_get_an_error_status():
         server = await fastpath.start(BridgeServicer("t.0", "r"), PB2, path)
         reader, writer = await asyncio.open_unix_connection(path)
         spec = PB2.SignatureSpec(
-            inputs=[field("question", {"type": "string"})],
-            outputs=[field("answer", {"type": "string"})],
+            inputs=[field("question", "str")],
+            outputs=[field("answer", "str")],
         )
         answers = {f"<q{i}>": {"answer": f"a{i}"} for i in range(3)}
         for i in range(3):

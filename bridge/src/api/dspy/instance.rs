@@ -32,10 +32,14 @@ impl Session {
         kwargs: Map,
         lm: Option<&Lm>,
     ) -> Result<Instance> {
+        // Instances are made rarely: the definition always travels, and the worker keeps it under
+        // its hash for the calls that name it.
+        let registered = signature.map(SignatureSpec::registered);
         let request = pb::CreateInstanceRequest {
             session_id: self.id.clone(),
             class_path: class_path.to_owned(),
-            signature: signature.map(SignatureSpec::to_proto),
+            signature: registered.as_ref().map(|r| r.definition.clone()),
+            signature_hash: registered.map(|r| r.hash.to_vec()).unwrap_or_default(),
             args: Some(pb::ListValue {
                 items: args.iter().map(Into::into).collect(),
             }),

@@ -20,15 +20,17 @@
 //! # Ok(()) }
 //! ```
 
+mod field_types;
 mod instance;
 mod lm;
 mod prediction;
 mod signature;
 
+pub use field_types::{FieldType, ObjectField, ObjectType};
 pub use instance::Instance;
 pub use lm::{Lm, LmAdapter};
 pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
-pub use signature::{FieldSpec, FieldType, ObjectField, ObjectType, SignatureSpec};
+pub use signature::{FieldSpec, SignatureSpec};
 
 use crate::bridge::Bridge;
 use crate::convert::map_to_proto;
@@ -39,7 +41,9 @@ use prediction::{call_result, prediction};
 
 impl Bridge {
     /// Runs a module without a session, on the least-loaded worker; each worker keeps one
-    /// instance per (class, signature, kwargs), so the signature is built only once.
+    /// instance per (class, signature, kwargs), so the signature is built only once. The
+    /// signature travels by hash; a worker that does not hold it (fresh, replaced, or one that
+    /// evicted it) says so, and the call is sent once more with the definition.
     pub async fn run_module(
         &self,
         class_path: &str,
@@ -48,23 +52,33 @@ impl Bridge {
         inputs: Map,
         options: &CallOptions,
     ) -> Result<Prediction> {
+        let registered = signature.registered();
         let request = pb::RunModuleRequest {
             class_path: class_path.to_owned(),
-            signature: Some(signature.to_proto()),
+            signature: None,
+            signature_hash: registered.hash.to_vec(),
             kwargs: Some(map_to_proto(&kwargs)),
             inputs: Some(map_to_proto(&inputs)),
             options: Some(options.to_proto()),
         };
+        let (request, registered) = (&request, &registered);
         // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
         // or confirmed that it cancelled a timed-out attempt).
         let response = self
-            .retrying(|| {
-                self.call_fast(
-                    None,
-                    crate::fast::RUN_MODULE,
-                    request.clone(),
-                    |mut c, request| async move { c.run_module(request).await },
-                )
+            .retrying(|| async move {
+                let grpc = |mut c: crate::bridge::Client, request| async move {
+                    c.run_module(request).await
+                };
+                let response = self
+                    .call_fast(None, crate::fast::RUN_MODULE, request.clone(), grpc)
+                    .await?;
+                if !names_unknown_definition(&response) {
+                    return Ok(response);
+                }
+                let mut with_definition = request.clone();
+                with_definition.signature = Some(registered.definition.clone());
+                self.call_fast(None, crate::fast::RUN_MODULE, with_definition, grpc)
+                    .await
             })
             .await?;
         prediction(call_result(response)?)
@@ -97,4 +111,13 @@ impl Bridge {
         )
         .await
     }
+}
+
+/// Whether the worker answered that it does not hold the definition the request named.
+fn names_unknown_definition(response: &pb::CallResponse) -> bool {
+    matches!(
+        &response.result,
+        Some(pb::call_response::Result::Error(error))
+            if error.kind == pb::ErrorKind::UnknownDefinition as i32
+    )
 }

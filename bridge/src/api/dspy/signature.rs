@@ -1,127 +1,17 @@
-//! Signatures described in Rust: field types, fields, and the spec a worker builds a
-//! `dspy.Signature` from.
+//! Signatures described in Rust: fields, and the spec a worker builds a `dspy.Signature` from.
+//!
+//! A spec crosses to a worker once: calls name it by the SHA-256 of its encoded definition,
+//! computed on first use and kept with the spec (a typed `dspex` signature's spec is a static, so
+//! once per process). A worker that does not hold the hash answers "unknown definition", and the
+//! call is sent again with the definition (see `Bridge::run_module`).
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use super::FieldType;
 use crate::proto as pb;
-use crate::value::{Map, Value};
-
-/// The type of a signature field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FieldType {
-    /// `str`.
-    String,
-    /// `int`.
-    Integer,
-    /// `float`.
-    Float,
-    /// `bool`.
-    Boolean,
-    /// `list[T]`.
-    List(Box<FieldType>),
-    /// `dict[str, T]`.
-    Map(Box<FieldType>),
-    /// `Optional[T]`.
-    Optional(Box<FieldType>),
-    /// `Literal[...]` of strings.
-    Literal(Vec<String>),
-    /// A nested object (a pydantic model on the Python side).
-    Object(ObjectType),
-}
-
-/// A nested object type: a name and typed fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectType {
-    /// The model's name.
-    pub name: String,
-    /// Its fields, in order.
-    pub fields: Vec<ObjectField>,
-}
-
-/// One field of an [`ObjectType`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectField {
-    /// Its name.
-    pub name: String,
-    /// Its type.
-    pub field_type: FieldType,
-    /// Its description.
-    pub description: Option<String>,
-}
-
-fn schema(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
-impl FieldType {
-    /// `list[inner]`.
-    pub fn list(inner: FieldType) -> Self {
-        FieldType::List(Box::new(inner))
-    }
-
-    /// `dict[str, inner]`.
-    pub fn map(inner: FieldType) -> Self {
-        FieldType::Map(Box::new(inner))
-    }
-
-    /// `Optional[inner]`.
-    pub fn optional(inner: FieldType) -> Self {
-        FieldType::Optional(Box::new(inner))
-    }
-
-    /// `Literal[...]`.
-    pub fn literal<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
-        FieldType::Literal(values.into_iter().map(Into::into).collect())
-    }
-
-    /// The JSON Schema (as a [`Value`] map) the worker turns into a Python type.
-    pub fn json_schema(&self) -> Value {
-        let kind = |t: &str| schema(vec![("type", Value::from(t))]);
-        match self {
-            FieldType::String => kind("string"),
-            FieldType::Integer => kind("integer"),
-            FieldType::Float => kind("number"),
-            FieldType::Boolean => kind("boolean"),
-            FieldType::List(inner) => schema(vec![
-                ("type", "array".into()),
-                ("items", inner.json_schema()),
-            ]),
-            FieldType::Map(inner) => schema(vec![
-                ("type", "object".into()),
-                ("additionalProperties", inner.json_schema()),
-            ]),
-            FieldType::Optional(inner) => schema(vec![(
-                "anyOf",
-                Value::List(vec![inner.json_schema(), kind("null")]),
-            )]),
-            FieldType::Literal(values) => schema(vec![(
-                "enum",
-                Value::List(values.iter().map(|v| Value::from(v.as_str())).collect()),
-            )]),
-            FieldType::Object(object) => {
-                let mut properties = Map::new();
-                let mut required = Vec::new();
-                for field in &object.fields {
-                    let mut field_schema = field.field_type.json_schema();
-                    if let (Some(description), Value::Map(m)) =
-                        (&field.description, &mut field_schema)
-                    {
-                        m.insert("description".into(), description.as_str().into());
-                    }
-                    properties.insert(field.name.clone(), field_schema);
-                    if !matches!(field.field_type, FieldType::Optional(_)) {
-                        required.push(Value::from(field.name.as_str()));
-                    }
-                }
-                schema(vec![
-                    ("type", "object".into()),
-                    ("title", object.name.as_str().into()),
-                    ("properties", Value::Map(properties)),
-                    ("required", Value::List(required)),
-                ])
-            }
-        }
-    }
-}
 
 /// One input or output field of a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,18 +49,46 @@ impl FieldSpec {
         self
     }
 
-    fn to_proto(&self) -> pb::FieldSpec {
+    fn to_proto(
+        &self,
+        objects: &mut Vec<pb::ObjectDef>,
+        seen: &mut BTreeSet<String>,
+    ) -> pb::FieldSpec {
         pb::FieldSpec {
             name: self.name.clone(),
             description: self.description.clone(),
             prefix: self.prefix.clone(),
-            schema: Some((&self.field_type.json_schema()).into()),
+            r#type: Some(self.field_type.to_type_ref(objects, seen)),
         }
     }
 }
 
-/// A DSPy signature described in Rust. The worker builds the `dspy.Signature` once per distinct
-/// spec and caches it.
+/// A signature's wire definition and its hash, made once per spec.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    /// SHA-256 of the encoded definition.
+    pub(crate) hash: [u8; 32],
+    /// The definition, sent when a worker does not hold the hash.
+    pub(crate) definition: pb::SignatureSpec,
+}
+
+/// The registration a spec keeps of itself; not part of its identity (equality ignores it).
+#[derive(Debug, Clone, Default)]
+struct RegistrationCell(OnceLock<Arc<Registered>>);
+
+impl PartialEq for RegistrationCell {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RegistrationCell {}
+
+/// A DSPy signature described in Rust. A worker builds its `dspy.Signature` once and keeps it
+/// under the spec's hash; calls then send the hash alone.
+///
+/// The hash is computed when the spec is first used in a call and kept with it: change the fields
+/// before that, or build a new spec (the builder methods start afresh), not after.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SignatureSpec {
     /// The signature's name.
@@ -181,6 +99,7 @@ pub struct SignatureSpec {
     pub inputs: Vec<FieldSpec>,
     /// Output fields, in order.
     pub outputs: Vec<FieldSpec>,
+    registration: RegistrationCell,
 }
 
 impl SignatureSpec {
@@ -195,6 +114,7 @@ impl SignatureSpec {
     /// Sets the instructions.
     pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
         self.instructions = instructions.into();
+        self.registration = RegistrationCell::default();
         self
     }
 
@@ -206,6 +126,7 @@ impl SignatureSpec {
     /// Adds an input field with description or prefix.
     pub fn input_field(mut self, field: FieldSpec) -> Self {
         self.inputs.push(field);
+        self.registration = RegistrationCell::default();
         self
     }
 
@@ -217,15 +138,61 @@ impl SignatureSpec {
     /// Adds an output field with description or prefix.
     pub fn output_field(mut self, field: FieldSpec) -> Self {
         self.outputs.push(field);
+        self.registration = RegistrationCell::default();
         self
     }
 
+    /// The SHA-256 of the spec's wire definition, as lowercase hex: what names it to a worker.
+    /// Two specs that differ in anything the LM sees (a description, an instruction, a type) have
+    /// different hashes.
+    pub fn hash_hex(&self) -> String {
+        self.registered()
+            .hash
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The wire definition and its hash, made on first use.
+    pub(crate) fn registered(&self) -> Arc<Registered> {
+        let registered = self
+            .registration
+            .0
+            .get_or_init(|| Arc::new(self.register()))
+            .clone();
+        debug_assert_eq!(
+            registered.definition,
+            self.to_proto(),
+            "the fields of a SignatureSpec changed after it was used in a call; build a new spec instead"
+        );
+        registered
+    }
+
+    fn register(&self) -> Registered {
+        let definition = self.to_proto();
+        let hash = Sha256::digest(prost::Message::encode_to_vec(&definition)).into();
+        Registered { hash, definition }
+    }
+
     pub(crate) fn to_proto(&self) -> pb::SignatureSpec {
+        let mut objects = Vec::new();
+        let mut seen = BTreeSet::new();
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|f| f.to_proto(&mut objects, &mut seen))
+            .collect();
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|f| f.to_proto(&mut objects, &mut seen))
+            .collect();
         pb::SignatureSpec {
             name: self.name.clone(),
             instructions: self.instructions.clone(),
-            inputs: self.inputs.iter().map(FieldSpec::to_proto).collect(),
-            outputs: self.outputs.iter().map(FieldSpec::to_proto).collect(),
+            inputs,
+            outputs,
+            objects,
         }
     }
 }
