@@ -467,17 +467,22 @@ impl Bridge {
     /// connection) when it has one, else as the gRPC call `grpc`. A call that times out is
     /// cancelled in the worker; the failure says whether the worker confirmed that nothing of it
     /// runs any more (only then is it safe to send again). A call whose future is dropped is
-    /// cancelled in the worker too.
+    /// cancelled in the worker too. The request is encoded from the reference (the gRPC fallback
+    /// alone needs a copy).
+    ///
+    /// `with_definition` is the same request carrying the definitions it names by hash: sent, on
+    /// the same worker, only when the worker answers that it does not hold one of them.
     pub(crate) async fn call_fast<M, F, Fut>(
         &self,
         session: Option<&str>,
         method: u8,
-        request: M,
+        request: &M,
+        with_definition: Option<&(dyn Fn() -> M + Sync)>,
         grpc: F,
     ) -> std::result::Result<crate::proto::CallResponse, Attempt>
     where
-        M: prost::Message,
-        F: FnOnce(Client, M) -> Fut,
+        M: prost::Message + Clone,
+        F: Fn(Client, M) -> Fut + Copy,
         Fut: Future<
             Output = std::result::Result<
                 tonic::Response<crate::proto::CallResponse>,
@@ -486,15 +491,42 @@ impl Bridge {
         >,
     {
         let checkout = self.checkout(session).await.map_err(Attempt::from)?;
+        let response = self.send(&checkout, method, request, grpc).await?;
+        match with_definition {
+            Some(full) if names_unknown_definition(&response) => {
+                self.send(&checkout, method, &full(), grpc).await
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// One request on a checked-out worker: see [`call_fast`](Self::call_fast).
+    async fn send<M, F, Fut>(
+        &self,
+        checkout: &Checkout<GrpcPythonAdapter>,
+        method: u8,
+        request: &M,
+        grpc: F,
+    ) -> std::result::Result<crate::proto::CallResponse, Attempt>
+    where
+        M: prost::Message + Clone,
+        F: FnOnce(Client, M) -> Fut,
+        Fut: Future<
+            Output = std::result::Result<
+                tonic::Response<crate::proto::CallResponse>,
+                tonic::Status,
+            >,
+        >,
+    {
         let Some(fast) = checkout.connection().fast.clone() else {
             let client = checkout.connection().client.clone();
             // Dropping the gRPC call resets its stream, which cancels the handler in the worker,
             // but nothing confirms it: a timeout here is not safe to send again.
-            return match checkout.run(grpc(client, request)).await {
-                Ok(Ok(response)) => Ok(judged(&checkout, response.into_inner())),
+            return match checkout.run(grpc(client, request.clone())).await {
+                Ok(Ok(response)) => Ok(judged(checkout, response.into_inner())),
                 Ok(Err(status)) => {
                     checkout.mark_failed();
-                    Err(self.failure(&checkout, status).await.into())
+                    Err(self.failure(checkout, status).await.into())
                 }
                 Err(error) => Err(BridgeError::from(error).into()),
             };
@@ -530,7 +562,7 @@ impl Bridge {
         };
         match reply {
             Reply::Response(payload) => prost::Message::decode(payload)
-                .map(|response| judged(&checkout, response))
+                .map(|response| judged(checkout, response))
                 .map_err(|e| {
                     checkout.mark_failed();
                     BridgeError::Protocol(format!("a malformed fast-path response: {e}")).into()
@@ -579,4 +611,13 @@ fn judged(
         checkout.mark_failed();
     }
     response
+}
+
+/// Whether the worker answered that it does not hold a definition the request named.
+fn names_unknown_definition(response: &crate::proto::CallResponse) -> bool {
+    matches!(
+        &response.result,
+        Some(crate::proto::call_response::Result::Error(error))
+            if error.kind == crate::proto::ErrorKind::UnknownDefinition as i32
+    )
 }

@@ -122,3 +122,35 @@ fn a_thousand_signatures_stay_within_the_workers_bound() {
         bridge.shutdown().await.unwrap();
     })
 }
+
+#[test]
+fn every_worker_learns_a_signature_on_its_first_call() {
+    run(async {
+        let answers: Map = [("q".to_owned(), Value::Map(args([("answer", "a")])))]
+            .into_iter()
+            .collect();
+        let bridge = builder()
+            .workers(2)
+            .lm(Lm::dummy(Value::Map(answers)))
+            .start()
+            .await
+            .unwrap();
+        let signature = qa("QA", "The question.");
+        for _ in 0..20 {
+            assert_eq!(ask(&bridge, &signature).await, "a");
+        }
+        // Sequential calls alternate between the workers; each got the definition (on the worker
+        // that asked for it) and holds it.
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..50 {
+            let identity = bridge.ping().await.unwrap();
+            seen.insert(identity.pid, identity.definitions);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 2, "both workers answered");
+        assert!(seen.values().all(|&held| held == 1), "{seen:?}");
+        bridge.shutdown().await.unwrap();
+    })
+}

@@ -181,7 +181,8 @@ impl Instance {
             .call_fast(
                 Some(&self.session_id),
                 crate::fast::CALL_INSTANCE,
-                request,
+                &request,
+                None,
                 |mut c, request| async move { c.call_instance(request).await },
             )
             .await

@@ -61,24 +61,22 @@ impl Bridge {
             inputs: Some(map_to_proto(&inputs)),
             options: Some(options.to_proto()),
         };
-        let (request, registered) = (&request, &registered);
+        let with_definition = || pb::RunModuleRequest {
+            signature: Some(registered.definition.clone()),
+            ..request.clone()
+        };
+        let (request, with_definition) = (&request, &with_definition);
         // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
         // or confirmed that it cancelled a timed-out attempt).
         let response = self
-            .retrying(|| async move {
-                let grpc = |mut c: crate::bridge::Client, request| async move {
-                    c.run_module(request).await
-                };
-                let response = self
-                    .call_fast(None, crate::fast::RUN_MODULE, request.clone(), grpc)
-                    .await?;
-                if !names_unknown_definition(&response) {
-                    return Ok(response);
-                }
-                let mut with_definition = request.clone();
-                with_definition.signature = Some(registered.definition.clone());
-                self.call_fast(None, crate::fast::RUN_MODULE, with_definition, grpc)
-                    .await
+            .retrying(|| {
+                self.call_fast(
+                    None,
+                    crate::fast::RUN_MODULE,
+                    request,
+                    Some(with_definition),
+                    |mut c, request| async move { c.run_module(request).await },
+                )
             })
             .await?;
         prediction(call_result(response)?)
@@ -111,13 +109,4 @@ impl Bridge {
         )
         .await
     }
-}
-
-/// Whether the worker answered that it does not hold the definition the request named.
-fn names_unknown_definition(response: &pb::CallResponse) -> bool {
-    matches!(
-        &response.result,
-        Some(pb::call_response::Result::Error(error))
-            if error.kind == pb::ErrorKind::UnknownDefinition as i32
-    )
 }
