@@ -1,6 +1,9 @@
 """In-process Python DSPy baselines for the dspex benchmark. Prints one JSON object.
 
-    python baselines.py overhead N        sequential Predict calls (sync path, and async path)
+    python baselines.py overhead N [FIRST]  sequential Predict calls (sync path, and async path); the
+                                            questions are numbered from FIRST, and DummyLM answers
+                                            from a list (constant time per call, unlike its dict
+                                            mode, which scans every key)
     python baselines.py orchestration N T  dspy.Evaluate over N examples with T threads, 20 ms LM
 """
 
@@ -32,29 +35,30 @@ def percentiles(times):
     return times[len(times) // 2], times[int(len(times) * 0.99)]
 
 
-def overhead(n):
-    answers = {f"<q{i}>": {"answer": f"a{i}", "confidence": "0.5"} for i in range(n + WARMUP)}
+def overhead(n, first=0):
+    total = n + WARMUP
+    answers = [{"answer": f"a{i}", "confidence": "0.5"} for i in range(first, first + 2 * total)]
     lm = DummyLM(answers, adapter=ADAPTER)
     predict = dspy.Predict(SIGNATURE)
     sync_times = []
     with dspy.context(lm=lm, adapter=ADAPTER):
-        for i in range(n + WARMUP):
+        for i in range(first, first + total):
             started = time.perf_counter()
             out = predict(question=f"what is <q{i}>?", context="some context")
             elapsed = time.perf_counter() - started
             assert out.answer == f"a{i}", out
-            if i >= WARMUP:
+            if i >= first + WARMUP:
                 sync_times.append(elapsed * 1e6)
 
     async def run_async():
         times = []
         with dspy.context(lm=lm, adapter=ADAPTER):
-            for i in range(n + WARMUP):
+            for i in range(first + total, first + 2 * total):
                 started = time.perf_counter()
                 out = await predict.acall(question=f"what is <q{i}>?", context="some context")
                 elapsed = time.perf_counter() - started
                 assert out.answer == f"a{i}", out
-                if i >= WARMUP:
+                if i >= first + total + WARMUP:
                     times.append(elapsed * 1e6)
         return times
 
@@ -88,7 +92,8 @@ def orchestration(n, threads):
 if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "overhead":
-        print(json.dumps(overhead(int(sys.argv[2]))))
+        first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        print(json.dumps(overhead(int(sys.argv[2]), first)))
     elif kind == "orchestration":
         print(json.dumps(orchestration(int(sys.argv[2]), int(sys.argv[3]))))
     else:

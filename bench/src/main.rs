@@ -1,7 +1,8 @@
 //! The dspex benchmark: everything it compares is measured in this one run, on this machine.
 //!
 //! `cargo run --release -p dspex-bench` prints a table and writes `target/dspex-bench/summary.json`
-//! (flat keys, numbers). Python baselines run as scripts in the managed environment.
+//! (flat keys: numbers, and `meta.*` for the machine, the Python packages and the git revision).
+//! Python baselines run as scripts in the managed environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,7 +33,8 @@ pub struct Overhead {
     pub confidence: f64,
 }
 
-const OVERHEAD_CALLS: usize = 2000;
+const OVERHEAD_CALLS: usize = 1000;
+const OVERHEAD_ROUNDS: usize = 5;
 const WARMUP: usize = 200;
 
 struct Summary(BTreeMap<String, f64>);
@@ -117,48 +119,76 @@ fn input(i: usize) -> OverheadInput {
     }
 }
 
+/// The median of `values` and its spread (min, max).
+fn median_and_spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (percentile(values, 0.5), values[0], values[values.len() - 1])
+}
+
+/// Sequential typed predictions against in-process DSPy, in alternating rounds (Python, then
+/// dspex, `OVERHEAD_ROUNDS` times): this machine's speed drifts by tens of percent over a minute,
+/// so one block after the other would compare different machines. Both sides' DummyLM answers
+/// from a list (constant time per call).
 async fn overhead(environment: &PythonEnvironment, summary: &mut Summary) {
-    let python = python_baseline(environment, &["overhead", &OVERHEAD_CALLS.to_string()]);
-    let answers: Map = (0..OVERHEAD_CALLS + WARMUP)
-        .map(|i| {
-            (
-                format!("<q{i}>"),
-                answer(&[("answer", &format!("a{i}")), ("confidence", "0.5")]),
-            )
-        })
+    let per_round = OVERHEAD_CALLS + WARMUP;
+    let answers: Vec<Value> = (0..OVERHEAD_ROUNDS * per_round)
+        .map(|i| answer(&[("answer", &format!("a{i}")), ("confidence", "0.5")]))
         .collect();
-    let dspex = start(1, Lm::dummy(Value::Map(answers)), 64).await;
-    let mut times = Vec::with_capacity(OVERHEAD_CALLS);
-    for i in 0..OVERHEAD_CALLS + WARMUP {
-        let started = Instant::now();
-        let out = Overhead::predict(&dspex, input(i)).await.expect("predict");
-        let elapsed = started.elapsed().as_secs_f64() * 1e6;
-        assert_eq!(out.answer, format!("a{i}"));
-        if i >= WARMUP {
-            times.push(elapsed);
+    let dspex = start(1, Lm::dummy(Value::List(answers)), 64).await;
+    let (mut ratios50, mut ratios99) = (Vec::new(), Vec::new());
+    let (mut py50s, mut py99s, mut pyasync50s, mut dx50s, mut dx99s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..OVERHEAD_ROUNDS {
+        let python = python_baseline(
+            environment,
+            &[
+                "overhead",
+                &OVERHEAD_CALLS.to_string(),
+                &(round * per_round).to_string(),
+            ],
+        );
+        let mut times = Vec::with_capacity(OVERHEAD_CALLS);
+        for i in round * per_round..(round + 1) * per_round {
+            let started = Instant::now();
+            let out = Overhead::predict(&dspex, input(i)).await.expect("predict");
+            let elapsed = started.elapsed().as_secs_f64() * 1e6;
+            assert_eq!(out.answer, format!("a{i}"));
+            if i >= round * per_round + WARMUP {
+                times.push(elapsed);
+            }
         }
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        let (py50, py99) = (
+            python["p50_us"].as_f64().unwrap(),
+            python["p99_us"].as_f64().unwrap(),
+        );
+        ratios50.push(p50 / py50);
+        ratios99.push(p99 / py99);
+        py50s.push(py50);
+        py99s.push(py99);
+        pyasync50s.push(python["async_p50_us"].as_f64().unwrap());
+        dx50s.push(p50);
+        dx99s.push(p99);
     }
     dspex.shutdown().await.expect("shutdown");
-    times.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    let (py50, py99) = (
-        python["p50_us"].as_f64().unwrap(),
-        python["p99_us"].as_f64().unwrap(),
-    );
-    summary.set("overhead.python_p50_us", py50);
-    summary.set("overhead.python_p99_us", py99);
+    let (ratio50, low50, high50) = median_and_spread(&mut ratios50);
+    let (ratio99, low99, high99) = median_and_spread(&mut ratios99);
+    summary.set("overhead.rounds", OVERHEAD_ROUNDS as f64);
+    summary.set("overhead.python_p50_us", median_and_spread(&mut py50s).0);
+    summary.set("overhead.python_p99_us", median_and_spread(&mut py99s).0);
     summary.set(
         "overhead.python_async_p50_us",
-        python["async_p50_us"].as_f64().unwrap(),
+        median_and_spread(&mut pyasync50s).0,
     );
-    summary.set(
-        "overhead.python_async_p99_us",
-        python["async_p99_us"].as_f64().unwrap(),
-    );
-    summary.set("overhead.dspex_p50_us", p50);
-    summary.set("overhead.dspex_p99_us", p99);
-    summary.set("overhead.ratio_p50", p50 / py50);
-    summary.set("overhead.ratio_p99", p99 / py99);
+    summary.set("overhead.dspex_p50_us", median_and_spread(&mut dx50s).0);
+    summary.set("overhead.dspex_p99_us", median_and_spread(&mut dx99s).0);
+    summary.set("overhead.ratio_p50", ratio50);
+    summary.set("overhead.ratio_p50_min", low50);
+    summary.set("overhead.ratio_p50_max", high50);
+    summary.set("overhead.ratio_p99", ratio99);
+    summary.set("overhead.ratio_p99_min", low99);
+    summary.set("overhead.ratio_p99_max", high99);
 }
 
 /// Runs `n` typed predictions with at most `concurrency` in flight; returns the wall time in ms.
@@ -337,6 +367,50 @@ type Row = (
     Option<(&'static str, &'static str)>,
 );
 
+/// What produced the figures: the machine, the Python packages, the git revision.
+fn provenance(environment: &PythonEnvironment) -> Vec<(String, serde_json::Value)> {
+    let mut meta = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    meta.push(("meta.cores".to_owned(), cores.into()));
+    let memory_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or_default();
+    meta.push((
+        "meta.memory_gb".to_owned(),
+        ((memory_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0).into(),
+    ));
+    let versions = Command::new(environment.python())
+        .args([
+            "-c",
+            "import json, sys, importlib.metadata as m; print(json.dumps({'python': sys.version.split()[0], 'dspy': m.version('dspy'), 'grpcio': m.version('grpcio')}))",
+        ])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+    for package in ["python", "dspy", "grpcio"] {
+        let version = versions
+            .as_ref()
+            .and_then(|v| v[package].as_str())
+            .unwrap_or("unknown");
+        meta.push((format!("meta.{package}"), version.into()));
+    }
+    let revision = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    meta.push(("meta.git_revision".to_owned(), revision.into()));
+    meta
+}
+
 fn print_table(summary: &Summary) {
     let s = &summary.0;
     let get = |key: &str| s.get(key).copied();
@@ -473,6 +547,16 @@ fn print_table(summary: &Summary) {
         println!("{what:<52} {python:>12} {value:>12.1} {unit:<4} {ratio:>8}");
     }
     println!("(ratios: dspex / Python, dspex / ideal, or N workers / 1 worker)");
+    if let (Some(r50), Some(r99)) = (get("overhead.ratio_p50"), get("overhead.ratio_p99")) {
+        println!(
+            "overhead ratio over {} alternating rounds: p50 median {r50:.2} (min {:.2}, max {:.2}), p99 median {r99:.2} (min {:.2}, max {:.2})",
+            get("overhead.rounds").unwrap_or_default(),
+            get("overhead.ratio_p50_min").unwrap_or_default(),
+            get("overhead.ratio_p50_max").unwrap_or_default(),
+            get("overhead.ratio_p99_min").unwrap_or_default(),
+            get("overhead.ratio_p99_max").unwrap_or_default(),
+        );
+    }
 }
 
 #[tokio::main]
@@ -503,7 +587,13 @@ async fn main() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
     std::fs::create_dir_all(&dir).expect("target dir");
-    let json = serde_json::to_string_pretty(&summary.0).expect("json");
+    let mut record: serde_json::Map<String, serde_json::Value> = summary
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+        .collect();
+    record.extend(provenance(&environment));
+    let json = serde_json::to_string_pretty(&record).expect("json");
     std::fs::write(dir.join("summary.json"), json).expect("summary.json");
     print_table(&summary);
     println!(
