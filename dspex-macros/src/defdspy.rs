@@ -5,7 +5,8 @@
 //!     /// A counter kept in Python.
 //!     #[python = "my_module.Counter"]
 //!     pub struct Counter {
-//!         fn new(start: i64, step: i64);       // constructor keyword arguments
+//!         fn new(start: i64, #[python = "by"] step: i64);   // constructor keyword arguments
+//!                                             // (`by=`: an argument may have its own Python name)
 //!         fn call(times: i64) -> i64;         // what runs it: `call` and `execute` (Python `__call__`)
 //!         fn doubled() -> i64;                // any other method, same name in Python
 //!         #[python = "read"]
@@ -29,12 +30,14 @@ use crate::expand_signature::combine;
 use crate::types;
 
 struct Arg {
+    attrs: Vec<Attribute>,
     ident: Ident,
     ty: Type,
 }
 
 impl Parse for Arg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
         let ident = input.call(Ident::parse_any)?;
         if ident == "self" {
             return Err(syn::Error::new(
@@ -44,6 +47,7 @@ impl Parse for Arg {
         }
         input.parse::<Token![:]>()?;
         Ok(Arg {
+            attrs,
             ident,
             ty: input.parse()?,
         })
@@ -213,8 +217,16 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let signature = type_params.first().map(|p| &p.ident);
     let mut seen = std::collections::HashSet::new();
     for method in &wrapper.methods {
-        python_name(&method.attrs, &mut errors);
         let name = method.ident.to_string();
+        if let Some(renamed) = python_name(&method.attrs, &mut errors)
+            && name == "new"
+        {
+            errors.push(syn::Error::new_spanned(
+                renamed,
+                "the constructor has no Python name of its own (the class is the struct's `#[python = ...]`); \
+                 to rename an argument, put the attribute on it: `fn new(#[python = \"M\"] m: i64)`",
+            ));
+        }
         if !seen.insert(name.clone()) {
             errors.push(syn::Error::new_spanned(
                 &method.ident,
@@ -234,7 +246,24 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             ));
         }
         for arg in &method.args {
-            if !is_signature_assoc(&arg.ty, signature, "Input") {
+            let renamed = python_name(&arg.attrs, &mut errors);
+            if is_signature_assoc(&arg.ty, signature, "Input") {
+                if let Some(renamed) = renamed {
+                    errors.push(syn::Error::new_spanned(
+                        renamed,
+                        "an `S::Input` argument is spread into the signature's own field names; \
+                         it has no Python name to set",
+                    ));
+                }
+            } else {
+                if let Some(renamed) = &renamed
+                    && !is_python_identifier(&renamed.value())
+                {
+                    errors.push(syn::Error::new_spanned(
+                        renamed,
+                        "a keyword argument's Python name must be an identifier, like \"M\" or \"max_iters\"",
+                    ));
+                }
                 types::check(&arg.ty, &mut errors);
             }
         }
@@ -258,7 +287,9 @@ fn kwargs(args: &[Arg], signature: Option<&Ident>) -> TokenStream {
         if is_signature_assoc(ty, signature, "Input") {
             quote! { kwargs.extend(::dspex::SignatureInput::to_inputs(&#ident)); }
         } else {
-            let key = ident.unraw().to_string();
+            let mut ignored = Vec::new();
+            let key = python_name(&arg.attrs, &mut ignored)
+                .map_or_else(|| ident.unraw().to_string(), |name| name.value());
             quote! {
                 kwargs.insert(::std::string::String::from(#key), <#ty as ::dspex::DspyType>::to_value(&#ident));
             }
@@ -409,4 +440,11 @@ fn quote_wrapper(wrapper: &Wrapper, class_path: &LitStr, signature: Option<&Iden
             #(#fns)*
         }
     }
+}
+
+/// Whether `name` can be a Python keyword argument's name.
+fn is_python_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }

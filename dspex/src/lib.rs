@@ -75,6 +75,10 @@
 //! let n: i64 = counter.call(2).await?;
 //! ```
 //!
+//! An argument whose Python name is not a Rust name carries it: `fn new(#[python = "M"] m: i64)`
+//! passes `M=m` (an attribute that would do nothing, such as `#[python]` on `fn new` itself, is a
+//! compile error).
+//!
 //! A wrapper may be generic over one signature, `pub struct Mcc<S> { ... }`: `create` then passes
 //! `S::spec()` as the first constructor argument, an argument typed `S::Input` is spread into
 //! keyword arguments, and a return type `S::Output` is decoded as the signature's outputs.

@@ -96,6 +96,16 @@ defdspy! {
     }
 }
 
+// The README's own example, verbatim.
+defdspy! {                                               // any Python class by dotted path
+    /// Compare several attempts.
+    #[python = "dspy.MultiChainComparison"]
+    pub struct MultiChainComparison<S> {
+        fn new(#[python = "M"] m: i64);                  // constructor keyword arguments (`M=`)
+        fn call(completions: Vec<HashMap<String, String>>, input: S::Input) -> S::Output;
+    }
+}
+
 defdspy! {
     /// `dspy.Predict` declared through defdspy!, generic over its signature.
     #[python = "dspy.Predict"]
@@ -132,6 +142,7 @@ async fn dspex() -> &'static Dspex {
                         ("answer", format!("a{i}").into()),
                         ("confidence", "0.75".into()),
                         ("reasoning", "because".into()),
+                        ("rationale", "because".into()),
                     ]),
                 );
             }
@@ -406,5 +417,34 @@ fn defdspy_wraps_a_dspy_module_generic_over_its_signature() {
             .await
             .unwrap();
         assert_eq!(out.answer, "a9");
+    })
+}
+
+#[test]
+fn the_readme_defdspy_example_passes_its_argument_under_its_python_name() {
+    run(async {
+        // `M=2` reaches Python: two attempts match (with `m=2`, M stayed 3 and this call failed).
+        let mcc = MultiChainComparison::<QA>::create(dspex().await, 2)
+            .await
+            .unwrap();
+        let attempt = |answer: &str| -> HashMap<String, String> {
+            [
+                ("reasoning".to_owned(), "it is known".to_owned()),
+                ("answer".to_owned(), answer.to_owned()),
+                ("confidence".to_owned(), "0.5".to_owned()),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let out: QAOutput = mcc
+            .call(
+                vec![attempt("x"), attempt("y")],
+                QAInput {
+                    question: "<q3>".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.answer, "a3");
     })
 }

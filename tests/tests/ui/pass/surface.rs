@@ -73,8 +73,7 @@ defdspy! {
     /// Compare several attempts.
     #[python = "dspy.MultiChainComparison"]
     pub struct MultiChainComparison<S> {
-        #[python = "M"]
-        fn new(m: i64);
+        fn new(#[python = "M"] m: i64);
         fn call(completions: Vec<HashMap<String, String>>, input: S::Input) -> S::Output;
     }
 }
