@@ -1,4 +1,5 @@
-"""The worker's asyncio gRPC server.
+"""The worker's asyncio gRPC server: the generic half of ``BridgeService`` (health, sessions,
+tools, callbacks, variables), the DSPy half from ``dspy_service.py``, and the command line.
 
 Run as ``python -m snakepit_bridge.server --socket PATH --run-id ID [--worker-id ID] [--import MODULE]``
 (or ``--port 0`` for TCP on 127.0.0.1). It prints ``SNAKEPIT_READY <address>`` on standard output
@@ -21,18 +22,19 @@ import grpc
 
 import snakepit_bridge
 from snakepit_bridge import builtin_tools  # noqa: F401  (registers the built-in tools)
+from snakepit_bridge import framing, security
 from snakepit_bridge.callbacks import CallbackChannel, RemoteToolError
-from snakepit_bridge.errors import BridgeError, InvalidArgument, NotFound, error_info
-from snakepit_bridge.proto import pb2 as load_pb2
+from snakepit_bridge.dspy_service import DspyService
+from snakepit_bridge.errors import InvalidArgument
+from snakepit_bridge.messages import failure as _failure
+from snakepit_bridge.messages import pb2
 from snakepit_bridge.proto import pb2_grpc as load_pb2_grpc
 from snakepit_bridge.sessions import Session, SessionStore
 from snakepit_bridge.tools import REGISTRY, ToolContext, ToolRegistry, tool_spec
-from snakepit_bridge import framing, security
-from snakepit_bridge.values import ObjectHandle, from_proto, map_from_proto, to_proto
+from snakepit_bridge.values import from_proto, map_from_proto, to_proto
 from snakepit_bridge.variables import Constraints, Variable
 
 log = logging.getLogger("snakepit_bridge")
-pb2 = load_pb2()
 pb2_grpc = load_pb2_grpc()
 
 PRUNE_INTERVAL_SECONDS = 30.0
@@ -87,54 +89,11 @@ def _session_to_proto(s: Session) -> Any:
     )
 
 
-def _failure(exc: BaseException) -> Any:
-    if type(exc).__name__ == "AdapterParseError":
-        from snakepit_bridge.dspy_runtime import parse_failure
-
-        exc = parse_failure(exc)
-    if not isinstance(exc, BridgeError):
-        log.debug("python exception", exc_info=exc)
-    return error_info(pb2, exc)
-
-
-def _type_name(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _result_value(result: Any, session: Session | None) -> Any:
-    """A call's result on the wire: predictions as maps of their fields, plain data as is, any
-    other object kept in the session and returned as a handle."""
-    if hasattr(result, "toDict") and hasattr(result, "completions"):
-        result = result.toDict()
-    try:
-        return to_proto(pb2, result)
-    except InvalidArgument:
-        if session is None:
-            raise
-        return to_proto(pb2, ObjectHandle(session.keep(result), _type_name(result)))
-
-
-def _usage(record: Any) -> Any:
-    return pb2.Usage(**record.usage)
-
-
-def _history(record: Any) -> list[Any]:
-    return [
-        pb2.HistoryEntry(
-            messages=to_proto(pb2, entry["messages"]),
-            outputs=entry["outputs"],
-            model=entry["model"],
-        )
-        for entry in record.history
-    ]
-
-
-class BridgeServicer(pb2_grpc.BridgeServiceServicer):
+class BridgeServicer(DspyService, pb2_grpc.BridgeServiceServicer):
     """Implements ``snakepit.bridge.v1.BridgeService``."""
 
     def __init__(self, worker_id: str, run_id: str, registry: ToolRegistry = REGISTRY) -> None:
-        from snakepit_bridge.dspy_runtime import DspyRuntime
+        from snakepit_bridge.instance import DspyRuntime
 
         self.worker_id = worker_id
         self.run_id = run_id
@@ -347,142 +306,6 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 yield pb2.VariableUpdate(variable=_variable_to_proto(variable))
         finally:
             store.unwatch(queue)
-
-
-    # -- DSPy and other Python objects ---------------------------------------------------------
-
-    async def CreateInstance(self, request: Any, context: Any) -> Any:
-        try:
-            session = self.sessions.get(request.session_id)
-            args = from_proto(pb2, pb2.Value(list=request.args)) if request.HasField("args") else []
-            kwargs = map_from_proto(pb2, request.kwargs)
-            signature = None
-            if request.HasField("signature"):
-                spec = request.signature
-                key = request.signature_hash or spec.SerializeToString(deterministic=True)
-                if spec.outputs or spec.inputs:
-                    signature = self.dspy.signature(key, spec)
-            instance_lm = None
-            if request.HasField("lm") and request.lm.WhichOneof("kind"):
-                from snakepit_bridge.dspy_runtime import build_lm
-
-                instance_lm = build_lm(pb2, request.lm)
-            obj = self.dspy.create(
-                request.class_path, signature, args, kwargs, session.objects, session
-            )
-            object_id = session.keep(obj)
-            if instance_lm is not None:
-                session.instance_lms[object_id] = instance_lm
-            return pb2.InstanceResponse(
-                instance=pb2.ObjectRef(id=object_id, type_name=_type_name(obj))
-            )
-        except Exception as exc:
-            return pb2.InstanceResponse(error=_failure(exc))
-
-    async def _call(
-        self, session: Session | None, target: Any, instance_lm: Any, method: str,
-        args: list[Any], kwargs: dict[str, Any], options: Any,
-    ) -> Any:
-        from snakepit_bridge.dspy_runtime import record_of
-
-        try:
-            lm = self.dspy.lm_for(options.lm if options.HasField("lm") else None, instance_lm)
-        except InvalidArgument:
-            # Plain objects need no LM; a DSPy module does, and the error should say where to
-            # configure one from Rust rather than DSPy's `dspy.configure` advice.
-            dspy = sys.modules.get("dspy")
-            if dspy is not None and isinstance(target, dspy.Module):
-                raise
-            if options.HasField("lm") and options.lm.WhichOneof("kind"):
-                raise
-            lm = None
-        result, entries = await self.dspy.call(target, method, args, kwargs, lm)
-        record = record_of(entries)
-        response = pb2.CallResponse(value=_result_value(result, session), usage=_usage(record))
-        if options.history:
-            response.history.extend(_history(record))
-        return response
-
-    def _instance(self, session: Session, instance_id: str) -> Any:
-        try:
-            return session.objects[instance_id]
-        except KeyError:
-            raise NotFound(f"no object {instance_id!r} in session {session.session_id!r}") from None
-
-    async def CallInstance(self, request: Any, context: Any) -> Any:
-        try:
-            session = self.sessions.get(request.session_id)
-            target = self._instance(session, request.instance_id)
-            resolve = self.dspy.resolve_arguments
-            args = resolve(from_proto(pb2, pb2.Value(list=request.args)), session.objects)
-            kwargs = resolve(map_from_proto(pb2, request.kwargs), session.objects)
-            return await self._call(
-                session, target, session.instance_lms.get(request.instance_id),
-                request.method, args, kwargs, request.options,
-            )
-        except Exception as exc:
-            return pb2.CallResponse(error=_failure(exc))
-
-    async def GetAttribute(self, request: Any, context: Any) -> Any:
-        try:
-            session = self.sessions.get(request.session_id)
-            target = self._instance(session, request.instance_id)
-            if not hasattr(target, request.name):
-                raise NotFound(f"{type(target).__name__} has no attribute {request.name!r}")
-            return pb2.CallResponse(value=_result_value(getattr(target, request.name), session))
-        except Exception as exc:
-            return pb2.CallResponse(error=_failure(exc))
-
-    async def DeleteInstance(self, request: Any, context: Any) -> Any:
-        try:
-            session = self.sessions.get(request.session_id)
-            self._instance(session, request.instance_id)
-            del session.objects[request.instance_id]
-            session.instance_lms.pop(request.instance_id, None)
-            return pb2.CallResponse(value=to_proto(pb2, None))
-        except Exception as exc:
-            return pb2.CallResponse(error=_failure(exc))
-
-    async def BatchCall(self, request: Any, context: Any) -> Any:
-        from snakepit_bridge.dspy_runtime import DEFAULT_BATCH_CONCURRENCY
-
-        try:
-            session = self.sessions.get(request.session_id)
-            target = self._instance(session, request.instance_id)
-            instance_lm = session.instance_lms.get(request.instance_id)
-            inputs = [map_from_proto(pb2, m) for m in request.inputs]
-        except Exception as exc:
-            return pb2.BatchResponse(error=_failure(exc))
-        limit = asyncio.Semaphore(request.max_concurrency or DEFAULT_BATCH_CONCURRENCY)
-
-        async def one(kwargs: dict[str, Any]) -> Any:
-            async with limit:
-                try:
-                    return await self._call(
-                        session, target, instance_lm, "__call__", [], kwargs, request.options
-                    )
-                except Exception as exc:
-                    return pb2.CallResponse(error=_failure(exc))
-
-        results = await asyncio.gather(*(one(kwargs) for kwargs in inputs))
-        return pb2.BatchResponse(results=results)
-
-    async def RunModule(self, request: Any, context: Any) -> Any:
-        try:
-            kwargs = map_from_proto(pb2, request.kwargs)
-            spec = request.signature if request.HasField("signature") else None
-            module = self.dspy.module_for(
-                request.class_path, request.signature_hash, spec, kwargs
-            )
-            inputs = map_from_proto(pb2, request.inputs)
-            try:
-                return await self._call(None, module, None, "__call__", [], inputs, request.options)
-            finally:
-                from snakepit_bridge.dspy_runtime import forget_history
-
-                forget_history(module)
-        except Exception as exc:
-            return pb2.CallResponse(error=_failure(exc))
 
 
 async def _prune_sessions(servicer: BridgeServicer) -> None:

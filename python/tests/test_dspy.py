@@ -2,7 +2,7 @@
 
 from conftest import PB2, run, running_server
 
-from snakepit_bridge.dspy_runtime import failing_field
+from snakepit_bridge.prediction import failing_field
 from snakepit_bridge.field_types import TypeBuilder
 from snakepit_bridge.values import from_proto, to_proto
 
@@ -238,7 +238,7 @@ def test_unknown_classes_and_methods_are_clear_errors():
 
 
 def test_failing_field_finds_the_first_bad_section():
-    from snakepit_bridge.dspy_runtime import build_signature
+    from snakepit_bridge.signature import build_signature
 
     signature = build_signature(PB2, qa_spec())
     raw = "[[ ## answer ## ]]\nParis\n\n[[ ## confidence ## ]]\nhigh"
@@ -248,19 +248,21 @@ def test_failing_field_finds_the_first_bad_section():
 def test_the_global_history_of_dspy_stays_bounded():
     from dspy.clients import base_lm
 
-    from snakepit_bridge import dspy_runtime
-
     import dspy
 
-    dspy_runtime._dspy()
+    from snakepit_bridge.dspy_loading import load_dspy
+    from snakepit_bridge.instance import DspyRuntime
+    from snakepit_bridge.lm import build_lm
+
+    load_dspy()
     assert base_lm.MAX_HISTORY_SIZE == 200
-    runtime = dspy_runtime.DspyRuntime(PB2)
+    runtime = DspyRuntime(PB2)
     spec = PB2.SignatureSpec(
         inputs=[field("question", "str")],
         outputs=[field("answer", "str")],
     )
     module = runtime.create("dspy.Predict", runtime.signature(b"history-test", spec), [], {}, {}, None)
-    lm = dspy_runtime.build_lm(PB2, dummy({"q": {"answer": "a"}}))
+    lm = build_lm(PB2, dummy({"q": {"answer": "a"}}))
     for _ in range(450):
         run(lambda: runtime.call(module, "", [], {"question": "q"}, lm))
     # 450 requests were recorded, and exactly the last 200 kept (not none).
@@ -270,11 +272,9 @@ def test_the_global_history_of_dspy_stays_bounded():
 
 
 def test_cached_modules_keep_no_history_and_the_caches_are_bounded():
-    from snakepit_bridge import dspy_runtime
+    from snakepit_bridge.definitions import Definitions
     from snakepit_bridge.lru import LruCache
     from snakepit_bridge.server import BridgeServicer
-
-    from snakepit_bridge.definitions import Definitions
 
     servicer = BridgeServicer("t.0", "r")
     servicer.dspy._modules = LruCache(3)
