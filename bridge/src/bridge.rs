@@ -102,7 +102,7 @@ pub struct BridgeBuilder {
     python_path: Vec<PathBuf>,
     transport: Transport,
     env: Vec<(String, String)>,
-    lm: Option<crate::api::dspy::Lm>,
+    lm: Option<crate::lm::Lm>,
     fork_server: bool,
     retry: Option<RetryPolicy>,
     secret_names: Vec<String>,
@@ -202,7 +202,7 @@ impl BridgeBuilder {
     }
 
     /// The LM every worker's DSPy calls use unless an instance or a call says otherwise.
-    pub fn lm(mut self, lm: crate::api::dspy::Lm) -> Self {
+    pub fn lm(mut self, lm: crate::lm::Lm) -> Self {
         self.lm = Some(lm);
         self
     }

@@ -1,5 +1,5 @@
 """LMs from their wire configuration: DSPy's DummyLM, LiteLLM models and custom classes, with
-the adapter that formats prompts. The Rust side is ``bridge/src/api/dspy/lm.rs``."""
+the adapter that formats prompts. The Rust side is ``bridge/src/lm.rs``."""
 
 from __future__ import annotations
 

@@ -22,13 +22,12 @@
 
 mod field_types;
 mod instance;
-mod lm;
 mod prediction;
 mod signature;
 
+pub use crate::lm::{Lm, LmAdapter};
 pub use field_types::{FieldType, ObjectField, ObjectType};
 pub use instance::Instance;
-pub use lm::{Lm, LmAdapter};
 pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
 pub use signature::{FieldSpec, SignatureSpec};
 

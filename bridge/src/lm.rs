@@ -1,5 +1,7 @@
 //! Language models for DSPy: DummyLM, LiteLLM models and custom classes, and the adapter that
-//! formats prompts.
+//! formats prompts (public as `api::dspy::{Lm, LmAdapter}`; kept below `api` because the
+//! builder of a [`Bridge`](crate::Bridge) takes one too). The Python side is
+//! `python/snakepit_bridge/lm.py`.
 
 use crate::convert::map_to_proto;
 use crate::proto as pb;
