@@ -1,6 +1,7 @@
 //! The procedural macros of [dspex](https://docs.rs/dspex): `#[dspy_signature]`, `#[dspy_type]`
 //! and `defdspy!`. Use them through the `dspex` crate, which documents them; generated code names
-//! runtime items only through `::dspex::__private`.
+//! runtime items only through `::dspex::__private` (or the user's name for the crate, when the
+//! dependency is renamed: `runtime_path`).
 //!
 //! Each macro parses its input into plain structs (`ast`, `attr`), checks everything (`valid`,
 //! `types`) collecting every error with its span, and only then quotes code (`expand_*`).
@@ -10,6 +11,7 @@ mod attr;
 mod defdspy;
 mod expand_signature;
 mod expand_type;
+mod runtime_path;
 mod types;
 mod valid;
 
@@ -20,6 +22,7 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn dspy_signature(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_signature::expand(args.into(), item.into())
+        .map(runtime_path::resolve)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
@@ -29,6 +32,7 @@ pub fn dspy_signature(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn dspy_type(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_type::expand(args.into(), item.into())
+        .map(runtime_path::resolve)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
@@ -38,6 +42,7 @@ pub fn dspy_type(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn defdspy(input: TokenStream) -> TokenStream {
     defdspy::expand(input.into())
+        .map(runtime_path::resolve)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
