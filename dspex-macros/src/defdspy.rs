@@ -72,17 +72,29 @@ impl Parse for Method {
         })?;
         let ident: Ident = input.parse()?;
         let content;
-        parenthesized!(content in input);
+        let parens = parenthesized!(content in input);
         let args: Punctuated<Arg, Token![,]> = content.parse_terminated(Arg::parse, Token![,])?;
-        let output = if input.peek(Token![->]) {
+        let output: Option<Type> = if input.peek(Token![->]) {
             input.parse::<Token![->]>()?;
             Some(input.parse()?)
         } else {
             None
         };
+        // Where the `;` belongs: right after the declaration's last token, not at whatever
+        // follows (often the next line's `fn`).
+        let end = output
+            .as_ref()
+            .and_then(|ty| quote::ToTokens::to_token_stream(ty).into_iter().last())
+            .map_or_else(|| parens.span.close(), |token| token.span());
         input.parse::<Token![;]>().map_err(|e| {
+            // A body is pointed at where it starts; a missing `;` where it belongs.
+            let at = if input.peek(syn::token::Brace) {
+                e.span()
+            } else {
+                end
+            };
             syn::Error::new(
-                e.span(),
+                at,
                 "end each declaration with `;` (defdspy! declares methods, it does not define them)",
             )
         })?;
