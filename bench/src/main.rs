@@ -224,12 +224,20 @@ async fn orchestration(environment: &PythonEnvironment, summary: &mut Summary) {
     summary.set("orchestration.dspex_ms", fan_out(&dspex, 256, 16).await);
     dspex.shutdown().await.expect("shutdown");
 
+    // DSPy's own Evaluate on the same 4,096 calls at 512 in flight (threads under one GIL).
+    let python = python_baseline(environment, &["orchestration", "4096", "512"]);
+    summary.set(
+        "orchestration_large.python_ms",
+        python["wall_ms"].as_f64().unwrap(),
+    );
     let dspex = start(4, sleepy_lm(20.0), 256).await;
     fan_out(&dspex, 1024, 512).await; // warm-up
     summary.set("orchestration_large.ideal_ms", 4096.0 / 512.0 * 20.0);
+    let large = fan_out(&dspex, 4096, 512).await;
+    summary.set("orchestration_large.dspex_ms", large);
     summary.set(
-        "orchestration_large.dspex_ms",
-        fan_out(&dspex, 4096, 512).await,
+        "orchestration_large.ratio_to_python",
+        large / summary.0["orchestration_large.python_ms"],
     );
     dspex.shutdown().await.expect("shutdown");
 }
@@ -248,6 +256,15 @@ async fn startup(summary: &mut Summary) {
             summary.set(&format!("{prefix}_{workers}_ms"), samples[1]);
         }
     }
+    // 100 forked workers, from nothing to all ready.
+    let started = Instant::now();
+    let dspex = start(100, sleepy_lm(0.0), 64).await;
+    summary.set(
+        "startup.workers_100_ms",
+        started.elapsed().as_secs_f64() * 1e3,
+    );
+    dspex.shutdown().await.expect("shutdown");
+
     let dspex = start(2, sleepy_lm(0.0), 64).await;
     let pool = dspex.bridge().pool();
     let victim = pool.workers()[0].pid.expect("a pid");
@@ -281,6 +298,14 @@ async fn throughput(summary: &mut Summary) {
     }
     let ratio = summary.0["throughput.workers_2_per_s"] / summary.0["throughput.workers_1_per_s"];
     summary.set("throughput.ratio_2_to_1", ratio);
+    // Against one in-process Python thread's rate in this run (1e6 / its p50), when measured.
+    if let Some(python_p50) = summary.0.get("overhead.python_p50_us").copied() {
+        summary.set("throughput.in_process_per_s", 1e6 / python_p50);
+        summary.set(
+            "throughput.workers_2_vs_in_process",
+            summary.0["throughput.workers_2_per_s"] / (1e6 / python_p50),
+        );
+    }
 }
 
 /// RSS and PSS of `pid` in MB, from /proc.
@@ -445,7 +470,7 @@ fn print_table(summary: &Summary) {
         ),
         (
             "orchestration 4096 @512, 4 workers (ideal 160)",
-            None,
+            Some("orchestration_large.python_ms"),
             "orchestration_large.dspex_ms",
             "ms",
             Some((
@@ -473,6 +498,13 @@ fn print_table(summary: &Summary) {
             "startup.workers_8_ms",
             "ms",
             Some(("startup.workers_8_ms", "startup.workers_1_ms")),
+        ),
+        (
+            "startup, 100 workers",
+            None,
+            "startup.workers_100_ms",
+            "ms",
+            None,
         ),
         (
             "  plain spawn, 1 worker",
@@ -508,6 +540,13 @@ fn print_table(summary: &Summary) {
             "throughput.workers_2_per_s",
             "/s",
             Some(("throughput.workers_2_per_s", "throughput.workers_1_per_s")),
+        ),
+        (
+            "  2 workers vs one in-process Python thread (1e6 / p50)",
+            Some("throughput.in_process_per_s"),
+            "throughput.workers_2_per_s",
+            "/s",
+            Some(("throughput.workers_2_per_s", "throughput.in_process_per_s")),
         ),
         (
             "memory: pool of 1, PSS (worker, shim, fork server)",
