@@ -86,6 +86,19 @@ fn sigkill_of_a_worker_mid_call_is_a_typed_error_and_the_worker_is_replaced() {
     })
 }
 
+/// The answer of one `dspy.Predict` call of a question-answer signature on the pool's LM.
+async fn answer(bridge: &Bridge) -> Value {
+    use snakepit_grpc_bridge::api::dspy::{FieldType, SignatureSpec};
+    let qa = SignatureSpec::new("QA")
+        .input("question", FieldType::String)
+        .output("answer", FieldType::String);
+    let out = bridge
+        .predict(&qa, args([("question", "q")]))
+        .await
+        .unwrap();
+    out.outputs["answer"].clone()
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -192,7 +205,7 @@ fn workers_listen_on_unix_sockets_in_a_private_directory_and_never_on_tcp() {
 
 #[test]
 fn a_fork_server_that_cannot_start_leaves_plain_spawn_and_the_pool_works() {
-    use snakepit_grpc_bridge::api::dspy::{FieldType, Lm, SignatureSpec};
+    use snakepit_grpc_bridge::api::dspy::Lm;
     run(async {
         let fails = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/python_no_fork_server");
@@ -211,14 +224,7 @@ fn a_fork_server_that_cannot_start_leaves_plain_spawn_and_the_pool_works() {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", worker.pid.unwrap())).unwrap();
             assert!(String::from_utf8_lossy(&cmdline).contains("snakepit_bridge.server"));
         }
-        let qa = SignatureSpec::new("QA")
-            .input("question", FieldType::String)
-            .output("answer", FieldType::String);
-        let out = bridge
-            .predict(&qa, args([("question", "q")]))
-            .await
-            .unwrap();
-        assert_eq!(out.outputs["answer"], Value::from("plain"));
+        assert_eq!(answer(&bridge).await, Value::from("plain"));
         bridge.shutdown().await.unwrap();
     })
 }
@@ -426,7 +432,7 @@ fn the_managed_environment_is_built_once_from_a_cold_cache_even_when_raced_and_r
 
 #[test]
 fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_behind() {
-    use snakepit_grpc_bridge::api::dspy::{FieldType, Lm, SignatureSpec};
+    use snakepit_grpc_bridge::api::dspy::Lm;
     run(async {
         let lm = Lm::dummy(vec![Value::Map(args([("answer", "forked")]))]);
         let bridge = builder()
@@ -456,14 +462,7 @@ fn workers_forked_from_a_fork_server_serve_crash_are_replaced_and_leave_nothing_
                 .unwrap(),
             Value::Int(3)
         );
-        let qa = SignatureSpec::new("QA")
-            .input("question", FieldType::String)
-            .output("answer", FieldType::String);
-        let out = bridge
-            .predict(&qa, args([("question", "q")]))
-            .await
-            .unwrap();
-        assert_eq!(out.outputs["answer"], Value::from("forked"));
+        assert_eq!(answer(&bridge).await, Value::from("forked"));
 
         // A forked worker killed mid-call: typed error, replacement, and its shim is gone too.
         let _session = kill_mid_call(bridge.create_session().await.unwrap()).await;

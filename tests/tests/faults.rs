@@ -90,6 +90,19 @@ async fn slow_pool(retry: Option<RetryPolicy>, count_file: &std::path::Path) -> 
         .unwrap()
 }
 
+/// Waits until no process of the run is left (after its shutdown).
+async fn assert_nothing_left(run_id: &str) {
+    assert!(
+        eventually(Duration::from_secs(10), || snakepit::processes_of_run(
+            run_id
+        )
+        .is_empty())
+        .await,
+        "processes of the run are left over: {:?}",
+        snakepit::processes_of_run(run_id)
+    );
+}
+
 /// Waits until every worker of the pool is ready again.
 async fn wait_full(dspex: &Dspex) {
     let pool = dspex.bridge().pool();
@@ -356,15 +369,7 @@ fn a_worker_that_keeps_dying_stops_at_the_restart_intensity_limit() {
             "only the fork server is left"
         );
         dspex.shutdown().await.unwrap();
-        assert!(
-            eventually(Duration::from_secs(10), || snakepit::processes_of_run(
-                &run_id
-            )
-            .is_empty())
-            .await,
-            "nothing of the run survives its shutdown: {:?}",
-            snakepit::processes_of_run(&run_id)
-        );
+        assert_nothing_left(&run_id).await;
     });
 }
 
@@ -542,15 +547,7 @@ fn sigkill_of_the_fork_server_under_load_the_pool_serves_again_and_nothing_is_le
         let stats = pool.stats();
         assert_eq!(stats.workers_stopped, 0, "no worker gave up: {stats:?}");
         dspex.shutdown().await.unwrap();
-        assert!(
-            eventually(Duration::from_secs(10), || snakepit::processes_of_run(
-                &run_id
-            )
-            .is_empty())
-            .await,
-            "processes of the run are left over: {:?}",
-            snakepit::processes_of_run(&run_id)
-        );
+        assert_nothing_left(&run_id).await;
         eprintln!(
             "fork server SIGKILLed under load: {crashed} of 40 calls got WorkerCrashed, the pool served again after {recovery:?} with a new fork server, 0 processes left"
         );
