@@ -87,7 +87,8 @@ impl FieldType {
         FieldType::Literal(values.into_iter().map(Into::into).collect())
     }
 
-    /// The JSON Schema (as a [`Value`] map) the worker turns into a Python type.
+    /// The type as JSON Schema (a [`Value`] map), for tools that want one. Workers receive the typed
+    /// wire form instead (`TypeRef`), not this.
     pub fn json_schema(&self) -> Value {
         let kind = |t: &str| schema(vec![("type", Value::from(t))]);
         match self {
