@@ -11,6 +11,7 @@ import importlib
 import inspect
 import json
 import os
+import weakref
 from typing import Any
 
 from snakepit_bridge.definitions import Definitions
@@ -244,20 +245,33 @@ class DspyRuntime:
         return module
 
 
+# The modules inside each cached module, found once: walking them costs ~10 µs, on every call.
+_HISTORY_OWNERS: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _history_owners(module: Any) -> list[Any]:
+    owners = [module]
+    named = getattr(module, "named_sub_modules", None)
+    if callable(named):
+        owners.extend(sub for _, sub in named())
+    return owners
+
+
 def forget_history(module: Any) -> None:
     """Empties the ``history`` of a module and of every module inside it. For cached stateless
     modules: DSPy keeps the last requests, whole prompts included, on every module that took
     part, and a cached module lives as long as the worker; each call's own history is collected
     separately."""
-    history = getattr(module, "history", None)
-    if isinstance(history, list):
-        history.clear()
-    named = getattr(module, "named_sub_modules", None)
-    if callable(named):
-        for _, sub in named():
-            history = getattr(sub, "history", None)
-            if isinstance(history, list):
-                history.clear()
+    try:
+        owners = _HISTORY_OWNERS.get(module)
+        if owners is None:
+            owners = _HISTORY_OWNERS.setdefault(module, _history_owners(module))
+    except TypeError:  # not weakly referenceable or not hashable: walk it each time
+        owners = _history_owners(module)
+    for owner in owners:
+        history = getattr(owner, "history", None)
+        if isinstance(history, list):
+            history.clear()
 
 
 def _inline(target: Any, lm: LmSetup | None) -> bool:
