@@ -1,10 +1,12 @@
 """In-process Python DSPy baselines for the dspex benchmark. Prints one JSON object.
 
-    python baselines.py overhead N [FIRST]  sequential Predict calls (sync path, and async path); the
-                                            questions are numbered from FIRST, and DummyLM answers
-                                            from a list (constant time per call, unlike its dict
-                                            mode, which scans every key)
     python baselines.py orchestration N T  dspy.Evaluate over N examples with T threads, 20 ms LM
+    python baselines.py serve               one process for the whole overhead group, so Python and
+                                            dspex can alternate in short blocks; reads commands on
+                                            standard input, answers one JSON line each:
+        sync N FIRST                        N sequential sync Predict calls, questions numbered from
+                                            FIRST: {"times_us": [...], "cpu_us": per call}
+        async N FIRST                       the same on DSPy's async path
 """
 
 import asyncio
@@ -27,47 +29,6 @@ SIGNATURE = dspy.Signature(
     "Answer the question from the context.",
 )
 ADAPTER = dspy.ChatAdapter(use_json_adapter_fallback=False)
-WARMUP = 200
-
-
-def percentiles(times):
-    times = sorted(times)
-    return times[len(times) // 2], times[int(len(times) * 0.99)]
-
-
-def overhead(n, first=0):
-    total = n + WARMUP
-    answers = [{"answer": f"a{i}", "confidence": "0.5"} for i in range(first, first + 2 * total)]
-    lm = DummyLM(answers, adapter=ADAPTER)
-    predict = dspy.Predict(SIGNATURE)
-    sync_times = []
-    with dspy.context(lm=lm, adapter=ADAPTER):
-        for i in range(first, first + total):
-            started = time.perf_counter()
-            out = predict(question=f"what is <q{i}>?", context="some context")
-            elapsed = time.perf_counter() - started
-            assert out.answer == f"a{i}", out
-            if i >= first + WARMUP:
-                sync_times.append(elapsed * 1e6)
-
-    async def run_async():
-        times = []
-        with dspy.context(lm=lm, adapter=ADAPTER):
-            for i in range(first + total, first + 2 * total):
-                started = time.perf_counter()
-                out = await predict.acall(question=f"what is <q{i}>?", context="some context")
-                elapsed = time.perf_counter() - started
-                assert out.answer == f"a{i}", out
-                if i >= first + total + WARMUP:
-                    times.append(elapsed * 1e6)
-        return times
-
-    async_times = asyncio.run(run_async())
-    p50, p99 = percentiles(sync_times)
-    ap50, ap99 = percentiles(async_times)
-    return {"p50_us": p50, "p99_us": p99, "async_p50_us": ap50, "async_p99_us": ap99}
-
-
 def orchestration(n, threads):
     lm = SleepyLM({"answer": "a", "confidence": "0.5"}, delay_ms=20, adapter=ADAPTER)
     devset = [
@@ -89,11 +50,44 @@ def orchestration(n, threads):
     return {"wall_ms": elapsed * 1e3, "score": float(result.score)}
 
 
+def block(n, first, use_async=False):
+    """``n`` sequential Predict calls; their wall times and the CPU time per call. DummyLM answers
+    from a list: constant time per call, unlike its dict mode, which scans every key."""
+    answers = [{"answer": f"a{i}", "confidence": "0.5"} for i in range(first, first + n)]
+    lm = DummyLM(answers, adapter=ADAPTER)
+    predict = dspy.Predict(SIGNATURE)
+    times = []
+
+    async def run_async():
+        for i in range(first, first + n):
+            started = time.perf_counter()
+            out = await predict.acall(question=f"what is <q{i}>?", context="some context")
+            times.append((time.perf_counter() - started) * 1e6)
+            assert out.answer == f"a{i}", out
+
+    cpu_started = time.process_time()
+    with dspy.context(lm=lm, adapter=ADAPTER):
+        if use_async:
+            asyncio.run(run_async())
+        else:
+            for i in range(first, first + n):
+                started = time.perf_counter()
+                out = predict(question=f"what is <q{i}>?", context="some context")
+                times.append((time.perf_counter() - started) * 1e6)
+                assert out.answer == f"a{i}", out
+    return {"times_us": times, "cpu_us": (time.process_time() - cpu_started) / n * 1e6}
+
+
+def serve():
+    for line in sys.stdin:
+        kind, n, first = line.split()
+        print(json.dumps(block(int(n), int(first), use_async=kind == "async")), flush=True)
+
+
 if __name__ == "__main__":
     kind = sys.argv[1]
-    if kind == "overhead":
-        first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-        print(json.dumps(overhead(int(sys.argv[2]), first)))
+    if kind == "serve":
+        serve()
     elif kind == "orchestration":
         print(json.dumps(orchestration(int(sys.argv[2]), int(sys.argv[3]))))
     else:

@@ -33,9 +33,11 @@ pub struct Overhead {
     pub confidence: f64,
 }
 
-const OVERHEAD_CALLS: usize = 1000;
-const OVERHEAD_ROUNDS: usize = 5;
-const WARMUP: usize = 200;
+/// Calls per block of the overhead group, per side.
+const OVERHEAD_CALLS: usize = 200;
+/// Blocks per side, alternating.
+const OVERHEAD_BLOCKS: usize = 15;
+const WARMUP: usize = 300;
 
 struct Summary(BTreeMap<String, f64>);
 
@@ -125,70 +127,175 @@ fn median_and_spread(values: &mut [f64]) -> (f64, f64, f64) {
     (percentile(values, 0.5), values[0], values[values.len() - 1])
 }
 
-/// Sequential typed predictions against in-process DSPy, in alternating rounds (Python, then
-/// dspex, `OVERHEAD_ROUNDS` times): this machine's speed drifts by tens of percent over a minute,
-/// so one block after the other would compare different machines. Both sides' DummyLM answers
-/// from a list (constant time per call).
+/// The in-process Python side of the overhead group: one `baselines.py serve` process, asked for
+/// one block of calls at a time.
+struct PythonBlocks {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+/// One block of sequential calls: wall times (µs) and CPU time per call (µs).
+struct Block {
+    times: Vec<f64>,
+    cpu_us: f64,
+}
+
+impl PythonBlocks {
+    fn start(environment: &PythonEnvironment) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(environment.python())
+            .arg(bench_python_dir().join("baselines.py"))
+            .arg("serve")
+            .env("PYTHONPATH", bench_python_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the Python baseline starts");
+        let input = child.stdin.take().expect("stdin");
+        let output = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        PythonBlocks {
+            child,
+            input,
+            output,
+        }
+    }
+
+    fn run(&mut self, kind: &str, calls: usize, first: usize) -> Block {
+        use std::io::Write;
+        writeln!(self.input, "{kind} {calls} {first}").expect("baseline command");
+        let line = self
+            .output
+            .next()
+            .expect("a baseline answer")
+            .expect("baseline output");
+        let answer: serde_json::Value = serde_json::from_str(&line).expect("baseline JSON");
+        let times = answer["times_us"]
+            .as_array()
+            .expect("times")
+            .iter()
+            .map(|t| t.as_f64().expect("a time"))
+            .collect();
+        Block {
+            times,
+            cpu_us: answer["cpu_us"].as_f64().expect("cpu_us"),
+        }
+    }
+}
+
+impl Drop for PythonBlocks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `calls` sequential typed predictions, numbered from `first`; wall times and the CPU time per
+/// call of this process and of the worker.
+async fn dspex_block(dspex: &Dspex, worker_pid: u32, calls: usize, first: usize) -> (Block, f64) {
+    let worker = worker_pid.to_string();
+    let (owner_start, worker_start) = (cpu_seconds("self"), cpu_seconds(&worker));
+    let mut times = Vec::with_capacity(calls);
+    for i in first..first + calls {
+        let started = Instant::now();
+        let out = Overhead::predict(dspex, input(i)).await.expect("predict");
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(out.answer, format!("a{i}"));
+    }
+    let per_call = |start: f64, end: f64| (end - start) / calls as f64 * 1e6;
+    let block = Block {
+        times,
+        cpu_us: per_call(worker_start, cpu_seconds(&worker)),
+    };
+    (block, per_call(owner_start, cpu_seconds("self")))
+}
+
+/// Sequential typed predictions against in-process DSPy's sync path, in short alternating blocks
+/// (`OVERHEAD_BLOCKS` of `OVERHEAD_CALLS` calls each side, after a warm-up): this machine's speed
+/// drifts by tens of percent within seconds, so long rounds, let alone one side after the other,
+/// would compare different machines. The ratio is the median of the blocks' ratios, with its
+/// spread. Both sides' DummyLM answers from a list (constant time per call).
 async fn overhead(environment: &PythonEnvironment, summary: &mut Summary) {
-    let per_round = OVERHEAD_CALLS + WARMUP;
-    let answers: Vec<Value> = (0..OVERHEAD_ROUNDS * per_round)
+    let total = (OVERHEAD_BLOCKS + 1) * OVERHEAD_CALLS + WARMUP;
+    let answers: Vec<Value> = (0..total)
         .map(|i| answer(&[("answer", &format!("a{i}")), ("confidence", "0.5")]))
         .collect();
     let dspex = start(1, Lm::dummy(Value::List(answers)), 64).await;
+    let worker_pid = dspex.bridge().ping().await.expect("ping").pid;
+    let mut python = PythonBlocks::start(environment);
+    python.run("sync", WARMUP, 0);
+    dspex_block(&dspex, worker_pid, WARMUP, 0).await;
     let (mut ratios50, mut ratios99) = (Vec::new(), Vec::new());
-    let (mut py50s, mut py99s, mut pyasync50s, mut dx50s, mut dx99s) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..OVERHEAD_ROUNDS {
-        let python = python_baseline(
-            environment,
-            &[
-                "overhead",
-                &OVERHEAD_CALLS.to_string(),
-                &(round * per_round).to_string(),
-            ],
-        );
-        let mut times = Vec::with_capacity(OVERHEAD_CALLS);
-        for i in round * per_round..(round + 1) * per_round {
-            let started = Instant::now();
-            let out = Overhead::predict(&dspex, input(i)).await.expect("predict");
-            let elapsed = started.elapsed().as_secs_f64() * 1e6;
-            assert_eq!(out.answer, format!("a{i}"));
-            if i >= round * per_round + WARMUP {
-                times.push(elapsed);
-            }
-        }
-        times.sort_by(f64::total_cmp);
-        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-        let (py50, py99) = (
-            python["p50_us"].as_f64().unwrap(),
-            python["p99_us"].as_f64().unwrap(),
-        );
-        ratios50.push(p50 / py50);
-        ratios99.push(p99 / py99);
-        py50s.push(py50);
-        py99s.push(py99);
-        pyasync50s.push(python["async_p50_us"].as_f64().unwrap());
-        dx50s.push(p50);
-        dx99s.push(p99);
+    let (mut python_times, mut dspex_times) = (Vec::new(), Vec::new());
+    let (mut cpu_owner, mut cpu_worker, mut cpu_python) = (Vec::new(), Vec::new(), Vec::new());
+    for block in 0..OVERHEAD_BLOCKS {
+        let first = WARMUP + block * OVERHEAD_CALLS;
+        let mut py = python.run("sync", OVERHEAD_CALLS, first);
+        let (mut dx, owner_cpu) = dspex_block(&dspex, worker_pid, OVERHEAD_CALLS, first).await;
+        py.times.sort_by(f64::total_cmp);
+        dx.times.sort_by(f64::total_cmp);
+        ratios50.push(percentile(&dx.times, 0.5) / percentile(&py.times, 0.5));
+        ratios99.push(percentile(&dx.times, 0.99) / percentile(&py.times, 0.99));
+        cpu_python.push(py.cpu_us);
+        cpu_worker.push(dx.cpu_us);
+        cpu_owner.push(owner_cpu);
+        python_times.extend(py.times);
+        dspex_times.extend(dx.times);
     }
+    let first = WARMUP + OVERHEAD_BLOCKS * OVERHEAD_CALLS;
+    let mut python_async = python.run("async", OVERHEAD_CALLS, first).times;
+    drop(python);
     dspex.shutdown().await.expect("shutdown");
+    python_times.sort_by(f64::total_cmp);
+    dspex_times.sort_by(f64::total_cmp);
+    python_async.sort_by(f64::total_cmp);
     let (ratio50, low50, high50) = median_and_spread(&mut ratios50);
     let (ratio99, low99, high99) = median_and_spread(&mut ratios99);
-    summary.set("overhead.rounds", OVERHEAD_ROUNDS as f64);
-    summary.set("overhead.python_p50_us", median_and_spread(&mut py50s).0);
-    summary.set("overhead.python_p99_us", median_and_spread(&mut py99s).0);
+    summary.set("overhead.rounds", OVERHEAD_BLOCKS as f64);
+    summary.set("overhead.calls_per_round", OVERHEAD_CALLS as f64);
+    summary.set("overhead.python_p50_us", percentile(&python_times, 0.5));
+    summary.set("overhead.python_p99_us", percentile(&python_times, 0.99));
     summary.set(
         "overhead.python_async_p50_us",
-        median_and_spread(&mut pyasync50s).0,
+        percentile(&python_async, 0.5),
     );
-    summary.set("overhead.dspex_p50_us", median_and_spread(&mut dx50s).0);
-    summary.set("overhead.dspex_p99_us", median_and_spread(&mut dx99s).0);
+    summary.set("overhead.dspex_p50_us", percentile(&dspex_times, 0.5));
+    summary.set("overhead.dspex_p99_us", percentile(&dspex_times, 0.99));
+    summary.set(
+        "overhead.cpu_python_us",
+        median_and_spread(&mut cpu_python).0,
+    );
+    summary.set(
+        "overhead.cpu_worker_us",
+        median_and_spread(&mut cpu_worker).0,
+    );
+    summary.set("overhead.cpu_owner_us", median_and_spread(&mut cpu_owner).0);
     summary.set("overhead.ratio_p50", ratio50);
     summary.set("overhead.ratio_p50_min", low50);
     summary.set("overhead.ratio_p50_max", high50);
     summary.set("overhead.ratio_p99", ratio99);
     summary.set("overhead.ratio_p99_min", low99);
     summary.set("overhead.ratio_p99_max", high99);
+}
+
+/// The CPU time (user and system, in seconds) a process has used so far: `pid` is a process id
+/// or `self`. Linux only; 0 where `/proc` cannot say.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Runs `n` typed predictions with at most `concurrency` in flight; returns the wall time in ms.
@@ -462,6 +569,20 @@ fn print_table(summary: &Summary) {
             Some(("overhead.dspex_p50_us", "overhead.python_async_p50_us")),
         ),
         (
+            "  CPU per call: worker (vs in-process Python)",
+            Some("overhead.cpu_python_us"),
+            "overhead.cpu_worker_us",
+            "µs",
+            Some(("overhead.cpu_worker_us", "overhead.cpu_python_us")),
+        ),
+        (
+            "  CPU per call: owner (Rust)",
+            None,
+            "overhead.cpu_owner_us",
+            "µs",
+            None,
+        ),
+        (
             "orchestration 256 @16, 20 ms LM (ideal 320)",
             Some("orchestration.python_ms"),
             "orchestration.dspex_ms",
@@ -588,8 +709,9 @@ fn print_table(summary: &Summary) {
     println!("(ratios: dspex / Python, dspex / ideal, or N workers / 1 worker)");
     if let (Some(r50), Some(r99)) = (get("overhead.ratio_p50"), get("overhead.ratio_p99")) {
         println!(
-            "overhead ratio over {} alternating rounds: p50 median {r50:.2} (min {:.2}, max {:.2}), p99 median {r99:.2} (min {:.2}, max {:.2})",
+            "overhead ratio over {} alternating blocks of {} calls: p50 median {r50:.2} (min {:.2}, max {:.2}), p99 median {r99:.2} (min {:.2}, max {:.2})",
             get("overhead.rounds").unwrap_or_default(),
+            get("overhead.calls_per_round").unwrap_or_default(),
             get("overhead.ratio_p50_min").unwrap_or_default(),
             get("overhead.ratio_p50_max").unwrap_or_default(),
             get("overhead.ratio_p99_min").unwrap_or_default(),
@@ -610,7 +732,15 @@ async fn main() {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let started = Instant::now();
     if wanted("overhead") {
-        overhead(&environment, &mut summary).await;
+        // In a spawned task, as a service's request handlers call dspex (the future `main`
+        // blocks on runs on a thread of its own, woken from the runtime's threads on every call).
+        let environment = environment.clone();
+        summary = tokio::spawn(async move {
+            overhead(&environment, &mut summary).await;
+            summary
+        })
+        .await
+        .expect("the overhead group");
     }
     if wanted("orchestration") {
         orchestration(&environment, &mut summary).await;

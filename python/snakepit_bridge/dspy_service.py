@@ -13,7 +13,7 @@ from snakepit_bridge.errors import InvalidArgument, NotFound
 from snakepit_bridge.messages import failure as _failure
 from snakepit_bridge.messages import pb2
 from snakepit_bridge.sessions import Session
-from snakepit_bridge.values import ObjectHandle, from_proto, map_from_proto, to_proto
+from snakepit_bridge.values import ObjectHandle, fill, from_proto, map_from_proto, to_proto
 
 
 def _type_name(obj: Any) -> str:
@@ -21,21 +21,22 @@ def _type_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _result_value(result: Any, session: Session | None) -> Any:
-    """A call's result on the wire: predictions as maps of their fields, plain data as is, any
-    other object kept in the session and returned as a handle."""
-    if hasattr(result, "toDict") and hasattr(result, "completions"):
-        result = result.toDict()
+def _fill_result(msg: Any, result: Any, session: Session | None) -> None:
+    """A call's result, written into the ``Value`` message ``msg``: predictions as maps of their
+    fields, plain data as is, any other object kept in the session and returned as a handle."""
     try:
-        return to_proto(pb2, result)
+        fill(pb2, msg, result)
     except InvalidArgument:
         if session is None:
             raise
-        return to_proto(pb2, ObjectHandle(session.keep(result), _type_name(result)))
+        msg.Clear()
+        fill(pb2, msg, ObjectHandle(session.keep(result), _type_name(result)))
 
 
-def _usage(record: Any) -> Any:
-    return pb2.Usage(**record.usage)
+def _result_value(result: Any, session: Session | None) -> Any:
+    value = pb2.Value()
+    _fill_result(value, result, session)
+    return value
 
 
 def _history(record: Any) -> list[Any]:
@@ -85,14 +86,9 @@ class DspyService:
         except Exception as exc:
             return pb2.InstanceResponse(error=_failure(exc))
 
-    async def _call(
-        self, session: Session | None, target: Any, instance_lm: Any, method: str,
-        args: list[Any], kwargs: dict[str, Any], options: Any,
-    ) -> Any:
-        from snakepit_bridge.prediction import record_of
-
+    def _lm_for(self, target: Any, options: Any, instance_lm: Any) -> Any:
         try:
-            lm = self.dspy.lm_for(options.lm if options.HasField("lm") else None, instance_lm)
+            return self.dspy.lm_for(options.lm if options.HasField("lm") else None, instance_lm)
         except InvalidArgument:
             # Plain objects need no LM; a DSPy module does, and the error should say where to
             # configure one from Rust rather than DSPy's `dspy.configure` advice.
@@ -101,13 +97,29 @@ class DspyService:
                 raise
             if options.HasField("lm") and options.lm.WhichOneof("kind"):
                 raise
-            lm = None
-        result, entries = await self.dspy.call(target, method, args, kwargs, lm)
-        record = record_of(entries)
-        response = pb2.CallResponse(value=_result_value(result, session), usage=_usage(record))
+            return None
+
+    @staticmethod
+    def _response(session: Session | None, result: Any, entries: Any, options: Any) -> Any:
+        from snakepit_bridge.prediction import record_of
+
+        record = record_of(entries, with_history=options.history)
+        response = pb2.CallResponse()
+        _fill_result(response.value, result, session)
+        usage = response.usage
+        for key, count in record.usage.items():
+            setattr(usage, key, count)
         if options.history:
             response.history.extend(_history(record))
         return response
+
+    async def _call(
+        self, session: Session | None, target: Any, instance_lm: Any, method: str,
+        args: list[Any], kwargs: dict[str, Any], options: Any,
+    ) -> Any:
+        lm = self._lm_for(target, options, instance_lm)
+        result, entries = await self.dspy.call(target, method, args, kwargs, lm)
+        return self._response(session, result, entries, options)
 
     def _instance(self, session: Session, instance_id: str) -> Any:
         try:
@@ -173,13 +185,34 @@ class DspyService:
         results = await asyncio.gather(*(one(kwargs) for kwargs in inputs))
         return pb2.BatchResponse(results=results)
 
+    def _module(self, request: Any) -> Any:
+        kwargs = map_from_proto(pb2, request.kwargs)
+        spec = request.signature if request.HasField("signature") else None
+        return self.dspy.module_for(request.class_path, request.signature_hash, spec, kwargs)
+
+    def RunModuleInline(self, request: Any) -> Any:
+        """``RunModule`` run to its end right now, when the module allows it (see
+        ``DspyRuntime.runs_now``); None when the call must run as a task (``RunModule``). The fast
+        path asks this first: such a call then needs no task and no trip through the event loop."""
+        try:
+            module = self._module(request)
+            lm = self._lm_for(module, request.options, None)
+            if not self.dspy.runs_now(module, lm):
+                return None
+            inputs = map_from_proto(pb2, request.inputs)
+            try:
+                result, entries = self.dspy.call_now(module, inputs, lm)
+            finally:
+                from snakepit_bridge.instance import forget_history
+
+                forget_history(module)
+            return self._response(None, result, entries, request.options)
+        except Exception as exc:
+            return pb2.CallResponse(error=_failure(exc))
+
     async def RunModule(self, request: Any, context: Any) -> Any:
         try:
-            kwargs = map_from_proto(pb2, request.kwargs)
-            spec = request.signature if request.HasField("signature") else None
-            module = self.dspy.module_for(
-                request.class_path, request.signature_hash, spec, kwargs
-            )
+            module = self._module(request)
             inputs = map_from_proto(pb2, request.inputs)
             try:
                 return await self._call(None, module, None, "__call__", [], inputs, request.options)

@@ -8,9 +8,9 @@ matched by id. Each call gets exactly one response frame, cancelled or not; a ca
 that already answered is ignored.
 
 A connection serves at most ``SNAKEPIT_FAST_MAX_TASKS`` calls at once (default 1024); more are
-answered with ``STATUS_FAILED`` at once. Replies leave through one writer that waits for the reader
-(a slow reader holds replies here, up to a bound, rather than in an unbounded transport buffer). A
-reply larger than a frame may be is replaced by a ``ResultTooLarge`` error response.
+answered with ``STATUS_FAILED`` at once. A slow reader makes the connection stop reading requests
+once ``SNAKEPIT_FAST_MAX_QUEUED_BYTES`` of replies wait for it (replies never pile up without
+bound). A reply larger than a frame may be is replaced by a ``ResultTooLarge`` error response.
 
 The socket lives in the owner's private (0700) directory; on top of that, a connection whose peer
 is not the worker's own user (SO_PEERCRED) is closed unread.
@@ -19,7 +19,6 @@ is not the worker's own user (SO_PEERCRED) is closed unread.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from snakepit_bridge.framing import (
     CALL_INSTANCE,
     CANCEL,
     HEADER,
+    LENGTH_BYTES,
     LENGTH_OVERHEAD,
     RUN_MODULE,
     STATUS_CANCELLED,
@@ -67,163 +67,175 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
-class FrameWriter:
-    """The one writer of a connection: frames leave in order through one task that awaits
-    ``drain()``. ``send`` waits while ``limit`` bytes wait for the reader; ``push`` never waits
-    (for small control frames, which must not be held behind a full queue)."""
+class FastConnection(asyncio.Protocol):
+    """One fast-path connection: frames parsed as they arrive, each call answered once.
 
-    def __init__(self, writer: asyncio.StreamWriter, limit: int = MAX_QUEUED_BYTES) -> None:
-        self._writer = writer
-        self._limit = limit
-        self._frames: collections.deque[bytes] = collections.deque()
-        self._queued = 0
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+    A call that can run to its end at once (``servicer.RunModuleInline`` answers it: a DSPy module
+    that only calls a CPU-only LM) runs right here, with no task, no queue and no extra trip
+    through the event loop; every other call runs as a task, which a ``CANCEL`` frame cancels.
+    Replies go straight to the transport; while it holds more than ``MAX_QUEUED_BYTES`` for a slow
+    reader, the connection stops reading new requests and finished tasks wait to write."""
+
+    def __init__(self, servicer: Any, pb2: Any) -> None:
+        self._handlers = {
+            RUN_MODULE: (
+                pb2.RunModuleRequest,
+                servicer.RunModule,
+                getattr(servicer, "RunModuleInline", None),
+            ),
+            CALL_INSTANCE: (pb2.CallInstanceRequest, servicer.CallInstance, None),
+        }
+        self._pb2 = pb2
+        self._buffer = bytearray()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._transport: asyncio.Transport | None = None
         self._closed = False
-        # The writer task is waiting for the transport to drain: frames must queue behind it.
-        self._draining = False
+        self._paused = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
 
-    def push(self, data: bytes) -> None:
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is None or peer_uid(sock) != os.getuid():
+            log.warning("refusing a fast-path connection from another user")
+            self._closed = True
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=MAX_QUEUED_BYTES)
+        CONNECTIONS.add(self)
+
+    def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        if not self._frames and not self._draining:
-            # Nothing waits before it: straight to the transport, without a task switch. The
-            # writer task takes over (and waits for the reader) once the transport holds more
-            # than the bound.
-            self._writer.write(data)
-            if self._writer.transport.get_write_buffer_size() >= self._limit:
-                self._draining = True
-                self._ready.set()
-            return
-        self._frames.append(data)
-        self._queued += len(data)
-        if self._queued >= self._limit:
-            self._room.clear()
-        self._ready.set()
+        self._buffer += data
+        self._process()
 
-    async def send(self, data: bytes) -> None:
-        while self._queued >= self._limit and not self._closed:
-            await self._room.wait()
-        self.push(data)
+    def pause_writing(self) -> None:
+        # The reader lags: take no new requests until it catches up.
+        self._paused = True
+        self._can_write.clear()
+        if self._transport is not None and not self._closed:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._can_write.set()
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+            self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._can_write.set()
+        CONNECTIONS.discard(self)
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Sends raw bytes on the connection (a frame, or anything for tests that break it)."""
+        if not self._closed and self._transport is not None:
+            self._transport.write(data)
 
     def queued_bytes(self) -> int:
-        return self._queued
+        """Reply bytes waiting for the reader."""
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
-    async def run(self) -> None:
+    def _process(self) -> None:
+        buffer = self._buffer
+        offset = 0
         try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
-                self._draining = True
-                await self._writer.drain()
-                while self._frames:
-                    written = 0
-                    while self._frames:
-                        data = self._frames.popleft()
-                        self._writer.write(data)
-                        written += len(data)
-                    await self._writer.drain()
-                    self._queued -= written
-                    if self._queued < self._limit:
-                        self._room.set()
-                self._draining = False
-        except (ConnectionError, RuntimeError):
-            pass
+            while not self._closed and not self._paused and len(buffer) - offset >= HEADER.size:
+                length, request_id, method = HEADER.unpack_from(buffer, offset)
+                if length < LENGTH_OVERHEAD or length > MAX_FRAME:
+                    log.warning("closing a fast-path connection: bad frame length %d", length)
+                    self._closed = True
+                    if self._transport is not None:
+                        self._transport.close()
+                    return
+                end = offset + LENGTH_BYTES + length
+                if end > len(buffer):
+                    break
+                payload = bytes(buffer[offset + HEADER.size : end])
+                offset = end
+                self._dispatch(request_id, method, payload)
         finally:
-            self._closed = True
-            self._room.set()
+            del buffer[:offset]
 
+    def _dispatch(self, request_id: int, method: int, payload: bytes) -> None:
+        if method == CANCEL:
+            task = self._tasks.get(request_id)
+            if task is not None:
+                task.cancel()
+            return
+        if len(self._tasks) >= MAX_TASKS or request_id in self._tasks:
+            reason = (
+                f"the worker already serves {len(self._tasks)} calls on this connection"
+                if request_id not in self._tasks
+                else f"call id {request_id} is already in flight"
+            )
+            self.write(frame(request_id, STATUS_FAILED, reason.encode()))
+            return
+        handler = self._handlers.get(method)
+        if handler is None:
+            self.write(frame(request_id, STATUS_FAILED, f"unknown method {method}".encode()))
+            return
+        message_type, run, run_now = handler
+        try:
+            request = message_type.FromString(payload)
+            response = run_now(request) if run_now is not None else None
+        except Exception as exc:  # a malformed frame: say so, keep the connection
+            self.write(frame(request_id, STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode()))
+            return
+        if response is not None:
+            self.write(frame(request_id, STATUS_OK, self._response_bytes(response)))
+            return
+        task = asyncio.get_running_loop().create_task(self._run(request_id, run, request))
+        self._tasks[request_id] = task
+        task.add_done_callback(lambda t, rid=request_id: self._finished(rid, t))
 
-# Live connections, for tests that break one on purpose (see the Rust fault suite).
-CONNECTIONS: set[asyncio.StreamWriter] = set()
+    async def _run(self, request_id: int, run: Any, request: Any) -> None:
+        try:
+            try:
+                data = frame(request_id, STATUS_OK, self._response_bytes(await run(request, None)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                data = frame(request_id, STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode())
+            while self._paused and not self._closed:
+                await self._can_write.wait()
+            self.write(data)
+        except asyncio.CancelledError:
+            self.write(frame(request_id, STATUS_CANCELLED, b""))
 
+    def _finished(self, request_id: int, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(request_id) is task:
+            del self._tasks[request_id]
+        if task.cancelled():
+            # Cancelled before it ever ran: `_run` could not confirm it itself.
+            self.write(frame(request_id, STATUS_CANCELLED, b""))
 
-async def _serve_connection(servicer: Any, pb2: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is None or peer_uid(sock) != os.getuid():
-        log.warning("refusing a fast-path connection from another user")
-        writer.close()
-        return
-    handlers = {
-        RUN_MODULE: (pb2.RunModuleRequest, servicer.RunModule),
-        CALL_INSTANCE: (pb2.CallInstanceRequest, servicer.CallInstance),
-    }
-    tasks: dict[int, asyncio.Task[None]] = {}
-    out = FrameWriter(writer)
-    writing = asyncio.ensure_future(out.run())
-    CONNECTIONS.add(writer)
-
-    def response_bytes(response: Any) -> bytes:
+    def _response_bytes(self, response: Any) -> bytes:
         body = response.SerializeToString()
         if len(body) + LENGTH_OVERHEAD > MAX_FRAME:
             from snakepit_bridge.errors import ResultTooLarge, error_info
 
             too_large = ResultTooLarge(len(body), MAX_FRAME - LENGTH_OVERHEAD)
             log.warning("%s", too_large)
-            body = pb2.CallResponse(error=error_info(pb2, too_large)).SerializeToString()
+            body = self._pb2.CallResponse(error=error_info(self._pb2, too_large)).SerializeToString()
         return body
 
-    async def handle(request_id: int, method: int, payload: bytes) -> None:
-        try:
-            try:
-                message_type, handler = handlers[method]
-                request = message_type.FromString(payload)
-                response = await handler(request, None)
-                data = frame(request_id, STATUS_OK, response_bytes(response))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a malformed frame: say so, keep the connection
-                data = frame(request_id, STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode())
-            await out.send(data)
-        except asyncio.CancelledError:
-            out.push(frame(request_id, STATUS_CANCELLED, b""))
 
-    def finished(request_id: int, task: asyncio.Task[None]) -> None:
-        if tasks.get(request_id) is task:
-            del tasks[request_id]
-        if task.cancelled():
-            # Cancelled before it ever ran: `handle` could not confirm it itself.
-            out.push(frame(request_id, STATUS_CANCELLED, b""))
-
-    try:
-        while True:
-            header = await reader.readexactly(HEADER.size)
-            length, request_id, method = HEADER.unpack(header)
-            if length < LENGTH_OVERHEAD or length > MAX_FRAME:
-                log.warning("closing a fast-path connection: bad frame length %d", length)
-                return
-            payload = await reader.readexactly(length - LENGTH_OVERHEAD)
-            if method == CANCEL:
-                task = tasks.get(request_id)
-                if task is not None:
-                    task.cancel()
-                continue
-            if len(tasks) >= MAX_TASKS or request_id in tasks:
-                reason = (
-                    f"the worker already serves {len(tasks)} calls on this connection"
-                    if request_id not in tasks
-                    else f"call id {request_id} is already in flight"
-                )
-                out.push(frame(request_id, STATUS_FAILED, reason.encode()))
-                continue
-            task = asyncio.ensure_future(handle(request_id, method, payload))
-            tasks[request_id] = task
-            task.add_done_callback(lambda t, rid=request_id: finished(rid, t))
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return
-    finally:
-        CONNECTIONS.discard(writer)
-        for task in list(tasks.values()):
-            task.cancel()
-        if tasks:
-            await asyncio.wait(list(tasks.values()), timeout=5.0)
-        writing.cancel()
-        writer.close()
+# Live connections, for tests that break one on purpose (see the Rust fault suite).
+CONNECTIONS: set[FastConnection] = set()
 
 
 async def start(servicer: Any, pb2: Any, path: str) -> asyncio.AbstractServer:
     """Serves the fast path on the Unix socket ``path``."""
-    return await asyncio.start_unix_server(
-        lambda r, w: _serve_connection(servicer, pb2, r, w), path=path, limit=MAX_FRAME
-    )
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: FastConnection(servicer, pb2), path=path)

@@ -182,6 +182,46 @@ class DspyRuntime:
 
     # -- calls -------------------------------------------------------------------------------
 
+    def _settings(self, lm: LmSetup | None, call_lm: Any, collector: HistoryCollector) -> dict[str, Any]:
+        dspy = load_dspy()
+        settings: dict[str, Any] = {
+            "caller_modules": [*(dspy.settings.caller_modules or []), collector],
+            # A trace of this call only: DSPy's global one would collect every prediction of the
+            # worker's life (modules like BestOfN extend it), mixing concurrent calls.
+            "trace": [],
+        }
+        if lm is not None:
+            settings.update(lm=call_lm, adapter=lm.adapter)
+        return settings
+
+    def runs_now(self, target: Any, lm: LmSetup | None) -> bool:
+        """Whether a call of ``target`` runs to its end at once, on the event loop (DSPy's sync
+        path): only a ``Predict`` or ``ChainOfThought`` with a CPU-only LM. Nothing waits in such
+        a call (a module with tools may wait on a Rust callback, which needs the loop)."""
+        if lm is None or not lm.cpu_only:
+            return False
+        dspy = load_dspy()
+        return type(target) in (dspy.Predict, dspy.ChainOfThought)
+
+    def call_now(
+        self, target: Any, kwargs: dict[str, Any], lm: LmSetup
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """``target(**kwargs)`` at once, for a call that ``runs_now``. No other call runs while it
+        does, so it uses the LM itself (no per-call copy) and empties the LM's history after."""
+        collector = HistoryCollector()
+        check_inputs(getattr(target, "signature", None), kwargs)
+        dspy = load_dspy()
+        try:
+            with dspy.context(**self._settings(lm, lm.lm, collector)):
+                result = target(**kwargs)
+        finally:
+            history = getattr(lm.lm, "history", None)
+            if isinstance(history, list):
+                history.clear()
+        if isinstance(result, dspy.Prediction):
+            check_outputs(getattr(target, "signature", None), result, collector.history)
+        return result, collector.history
+
     async def call(
         self,
         target: Any,
@@ -191,24 +231,16 @@ class DspyRuntime:
         lm: LmSetup | None,
     ) -> tuple[Any, Any]:
         """Calls ``target.method`` (DSPy's async path for modules) inside a per-call LM context.
-        Returns the result and the LM copy that recorded the call's history."""
+        Returns the result and the history entries of the call's LM requests."""
+        if method in ("", "__call__") and not args and lm is not None and self.runs_now(target, lm):
+            return self.call_now(target, kwargs, lm)
         dspy = load_dspy()
-        call_lm = lm.lm.copy() if lm is not None else None
         collector = HistoryCollector()
-        settings: dict[str, Any] = {
-            "caller_modules": [*(dspy.settings.caller_modules or []), collector],
-            # A trace of this call only: DSPy's global one would collect every prediction of the
-            # worker's life (modules like BestOfN extend it), mixing concurrent calls.
-            "trace": [],
-        }
-        if call_lm is not None:
-            settings.update(lm=call_lm, adapter=lm.adapter)
+        call_lm = lm.lm.copy() if lm is not None else None
         if method in ("", "__call__", "forward") and not args:
             check_inputs(getattr(target, "signature", None), kwargs)
-        with dspy.context(**settings):
-            if method in ("", "__call__") and _inline(target, lm):
-                result = target(*args, **kwargs)
-            elif method in ("", "__call__") and _has_async_path(target):
+        with dspy.context(**self._settings(lm, call_lm, collector)):
+            if method in ("", "__call__") and _has_async_path(target):
                 result = await target.acall(*args, **kwargs)
             else:
                 function = getattr(target, method or "__call__", None)
@@ -272,15 +304,6 @@ def forget_history(module: Any) -> None:
         history = getattr(owner, "history", None)
         if isinstance(history, list):
             history.clear()
-
-
-def _inline(target: Any, lm: LmSetup | None) -> bool:
-    """Whether to run DSPy's sync path on the event loop: only for a CPU-only LM and modules that
-    call nothing but the LM (a module with tools may wait on a Rust callback, which needs the loop)."""
-    if lm is None or not lm.cpu_only:
-        return False
-    dspy = load_dspy()
-    return type(target) in (dspy.Predict, dspy.ChainOfThought)
 
 
 def _has_async_path(target: Any) -> bool:

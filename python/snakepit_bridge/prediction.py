@@ -48,9 +48,21 @@ def check_outputs(signature: Any, prediction: Any, entries: list[dict[str, Any]]
     anywhere in a field (JSON has no such numbers, and no Rust caller expects them)."""
     if signature is None:
         return
-    for name, info in signature.output_fields.items():
-        value = prediction.get(name) if hasattr(prediction, "get") else None
-        if info.annotation is str and not _optional(info.annotation):
+    fields = signature.__dict__.get("_snakepit_output_checks")
+    if fields is None:
+        # (name, whether it is a required str), worked out once per signature
+        fields = [
+            (name, info.annotation is str and not _optional(info.annotation))
+            for name, info in signature.output_fields.items()
+        ]
+        try:
+            signature._snakepit_output_checks = fields
+        except (AttributeError, TypeError):
+            pass
+    get = prediction.get if hasattr(prediction, "get") else (lambda _name: None)
+    for name, required_str in fields:
+        value = get(name)
+        if required_str:
             if value is None or value == "None":
                 raise ParseFailed(
                     f"the LM gave no value for output field {name!r}", name, last_output(entries)
@@ -106,6 +118,8 @@ def _unfit_value(value: Any) -> str:
         if isinstance(item, float) and not math.isfinite(item):
             return f"is not a finite number ({item})"
         if isinstance(item, str):
+            if item.isascii():
+                continue
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
@@ -167,13 +181,16 @@ class CallRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def record_of(entries: list[dict[str, Any]]) -> CallRecord:
+def record_of(entries: list[dict[str, Any]], with_history: bool = True) -> CallRecord:
+    """The token usage of a call's LM requests and, when asked, their history."""
     record = CallRecord(usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
     for entry in entries:
         usage = entry.get("usage") or {}
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
             value = usage.get(key) or 0
             record.usage[key] += int(value) if isinstance(value, (int, float)) else 0
+        if not with_history:
+            continue
         outputs = []
         for o in entry.get("outputs") or []:
             outputs.append(str(o.get("text", o)) if isinstance(o, dict) else str(o))

@@ -413,7 +413,10 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     security.install_log_scrubbing()
-    asyncio.run(serve(args))
+    from snakepit_bridge.event_loop import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ MAX_DEPTH = 1024
 
 
 def _check_str(value: str) -> str:
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -87,7 +89,17 @@ def _check_str(value: str) -> str:
 def to_proto(pb2: Any, value: Any, level: int = 0) -> Any:
     """The ``Value`` message for a Python value. Raises ``InvalidArgument`` for what cannot cross."""
     msg = pb2.Value()
-    if value is None:
+    fill(pb2, msg, value, level)
+    return msg
+
+
+def fill(pb2: Any, msg: Any, value: Any, level: int = 0) -> None:
+    """Writes a Python value into the empty ``Value`` message ``msg``, in place (containers are
+    built where they will stay: nothing is copied). Raises ``InvalidArgument`` for what cannot
+    cross."""
+    if isinstance(value, str):
+        msg.string = _check_str(value)
+    elif value is None:
         msg.null = pb2.NULL_VALUE
     elif isinstance(value, bool):
         msg.bool = value
@@ -97,22 +109,23 @@ def to_proto(pb2: Any, value: Any, level: int = 0) -> Any:
         msg.int = value
     elif isinstance(value, float):
         msg.float = value
-    elif isinstance(value, str):
-        msg.string = _check_str(value)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         msg.bytes = bytes(value)
     elif isinstance(value, (list, tuple, dict)) and level >= PACK_BELOW_LEVEL:
         msg.packed.SetInParent()
         _pack(pb2, value, msg.packed.nodes)
     elif isinstance(value, (list, tuple)):
+        items = msg.list.items
         msg.list.SetInParent()
-        msg.list.items.extend(to_proto(pb2, item, level + 1) for item in value)
+        for item in value:
+            fill(pb2, items.add(), item, level + 1)
     elif isinstance(value, dict):
+        entries = msg.map.entries
         msg.map.SetInParent()
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
-            msg.map.entries.add(key=_check_str(key), value=to_proto(pb2, item, level + 1))
+            fill(pb2, entries.add(key=_check_str(key)).value, item, level + 1)
     elif isinstance(value, ObjectHandle):
         msg.object.id = value.id
         msg.object.type_name = value.type_name
@@ -121,8 +134,7 @@ def to_proto(pb2: Any, value: Any, level: int = 0) -> Any:
         msg.tensor.shape.extend(value.shape)
         msg.tensor.data = value.data
     else:
-        return _to_proto_extra(pb2, value, level)
-    return msg
+        _fill_extra(pb2, msg, value, level)
 
 
 def _pack(pb2: Any, value: Any, nodes: Any) -> None:
@@ -159,18 +171,23 @@ def _pack(pb2: Any, value: Any, nodes: Any) -> None:
             setattr(node, kind, getattr(leaf, kind))
 
 
-def _to_proto_extra(pb2: Any, value: Any, level: int = 0) -> Any:
-    """numpy arrays and scalars, pydantic models: converted; anything else is refused."""
+def _fill_extra(pb2: Any, msg: Any, value: Any, level: int = 0) -> None:
+    """numpy arrays and scalars, pydantic models, DSPy examples and predictions: converted;
+    anything else is refused."""
     module = type(value).__module__
     if module == "numpy":
         import numpy as np
 
         if isinstance(value, np.ndarray):
-            return to_proto(pb2, Tensor.from_numpy(value), level)
+            return fill(pb2, msg, Tensor.from_numpy(value), level)
         if isinstance(value, np.generic):
-            return to_proto(pb2, value.item(), level)
+            return fill(pb2, msg, value.item(), level)
     if hasattr(value, "model_dump") and not isinstance(value, type):
-        return to_proto(pb2, value.model_dump(mode="json"), level)
+        return fill(pb2, msg, value.model_dump(mode="json"), level)
+    store = getattr(value, "_store", None)
+    if isinstance(store, dict) and hasattr(value, "toDict"):
+        # dspy.Example and dspy.Prediction: their fields.
+        return fill(pb2, msg, store, level)
     raise InvalidArgument(f"values of type {type(value).__name__} cannot cross the bridge")
 
 
@@ -256,6 +273,9 @@ def _unpack(pb2: Any, packed: Any, numpy_tensors: bool) -> Any:
 
 def map_from_proto(pb2: Any, msg: Any) -> dict[str, Any]:
     """A ``MapValue`` as a dict."""
-    wrapper = pb2.Value()
-    wrapper.map.CopyFrom(msg)
-    return from_proto(pb2, wrapper)
+    out: dict[str, Any] = {}
+    for entry in msg.entries:
+        if entry.key in out:
+            raise InvalidArgument(f"duplicate map key {entry.key!r}")
+        out[entry.key] = from_proto(pb2, entry.value)
+    return out

@@ -53,7 +53,7 @@ def test_requests_are_answered_by_id_and_bad_frames_get_an_error_status():
         response = PB2.CallResponse.FromString(payload)
         assert from_proto(PB2, response.value) == {"answer": f"a{i}"}
     status, payload = replies[7]
-    assert status == 1 and payload.startswith(b"KeyError")
+    assert status == 1 and payload == b"unknown method 99"
 
 
 def test_a_connection_from_another_user_is_closed_unread(monkeypatch):
@@ -211,38 +211,35 @@ def test_a_result_larger_than_a_frame_becomes_a_typed_error(monkeypatch):
     assert "(991 bytes)" in response.error.message, response.error.message
 
 
-def test_replies_wait_for_a_slow_reader_within_a_bound():
-    """Frames queue in the writer, not without limit: ``send`` waits while the reader lags."""
+def test_replies_wait_for_a_slow_reader_within_a_bound(monkeypatch):
+    """Replies do not pile up for a reader that lags: past the bound, finished calls wait to
+    write and the connection reads no new requests; once the reader catches up, every call is
+    answered exactly once."""
+    monkeypatch.setattr(fastpath, "MAX_QUEUED_BYTES", 100_000)
 
     async def scenario():
-        path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/w.sock"
-        accepted = asyncio.get_running_loop().create_future()
-
-        async def on_connect(reader, writer):
-            accepted.set_result((reader, writer))
-
-        server = await asyncio.start_unix_server(on_connect, path=path)
-        peer_reader, peer_writer = await asyncio.open_unix_connection(path)
-        _, server_writer = await accepted
-        out = fastpath.FrameWriter(server_writer, limit=100_000)
-        writing = asyncio.ensure_future(out.run())
-        chunk = b"x" * 50_000
-        sending = asyncio.ensure_future(
-            asyncio.gather(*(out.send(frame(i, 0, chunk)) for i in range(200)))
-        )
-        # The peer reads nothing: the kernel and transport buffers fill, then the writer's queue.
-        await until(lambda: out.queued_bytes() >= 100_000)
-        stuck = not sending.done()
-        most = out.queued_bytes()
-        total = 0
-        while total < 200 * (50_000 + 13):
-            total += len(await peer_reader.read(1 << 20))
-        await sending
-        writing.cancel()
-        peer_writer.close()
+        servicer = SlowServicer(result_size=50_000)
+        servicer.release.set()
+        server, reader, writer = await connected(servicer)
+        writer.write(b"".join(frame(i, fastpath.RUN_MODULE, named(f"c{i}")) for i in range(200)))
+        await writer.drain()
+        await until(lambda: len(fastpath.CONNECTIONS) == 1)
+        (connection,) = fastpath.CONNECTIONS
+        # The client reads nothing: the kernel's buffer fills, then the transport's, to the bound.
+        await until(lambda: connection.queued_bytes() >= 100_000)
+        most = connection.queued_bytes()
+        for _ in range(50):
+            await asyncio.sleep(0)
+            most = max(most, connection.queued_bytes())
+        waiting = len(connection._tasks)
+        answered = []
+        while len(answered) < 200:
+            answered.append((await read_frame(reader))[0])
+        writer.close()
         server.close()
-        return stuck, most
+        return most, waiting, answered
 
-    stuck, most = run(scenario)
-    assert stuck, "senders wait while the reader lags"
-    assert most < 100_000 + 50_013, f"at most one frame over the bound was queued: {most}"
+    most, waiting, answered = run(scenario)
+    assert waiting > 0, "finished calls wait for the reader"
+    assert most < 100_000 + 50_100, f"at most one reply over the bound was queued: {most}"
+    assert sorted(answered) == list(range(200)), "every call answered once"

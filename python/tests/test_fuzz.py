@@ -79,20 +79,23 @@ def _valid_request():
     )
 )
 def test_the_fast_path_survives_hostile_connections(chunks):
-    # asyncio only logs an exception that escapes a connection handler, so watch the handlers:
-    # each must end, and none may fail.
+    # asyncio only logs an exception that escapes a protocol callback (and drops the
+    # connection), so watch the callbacks: each connection must end, and none may fail.
     failures: list[BaseException] = []
     ended = []
-    original = fastpath._serve_connection
+    original_received = fastpath.FastConnection.data_received
+    original_lost = fastpath.FastConnection.connection_lost
 
-    async def watched(*args):
+    def received(self, data):
         try:
-            await original(*args)
+            original_received(self, data)
         except BaseException as exc:
             failures.append(exc)
             raise
-        finally:
-            ended.append(True)
+
+    def lost(self, exc):
+        ended.append(True)
+        original_lost(self, exc)
 
     async def scenario():
         path = tempfile.mkdtemp(prefix="snakepit-fuzz-") + "/f.sock"
@@ -119,11 +122,13 @@ def test_the_fast_path_survives_hostile_connections(chunks):
         finally:
             server.close()
 
-    fastpath._serve_connection = watched
+    fastpath.FastConnection.data_received = received
+    fastpath.FastConnection.connection_lost = lost
     try:
         request_id, status, payload = run(scenario)
     finally:
-        fastpath._serve_connection = original
+        fastpath.FastConnection.data_received = original_received
+        fastpath.FastConnection.connection_lost = original_lost
     assert failures == [], f"a connection handler failed: {failures!r}"
     assert (request_id, status) == (42, 0)
     response = PB2.CallResponse.FromString(payload)

@@ -10,8 +10,7 @@ from snakepit_bridge.tools import tool
 @tool(name="break_fast_path")
 async def break_fast_path() -> int:
     broken = 0
-    for writer in list(fastpath.CONNECTIONS):
-        writer.write(struct.pack("<IQB", 3, 0, 0))
-        await writer.drain()
+    for connection in list(fastpath.CONNECTIONS):
+        connection.write(struct.pack("<IQB", 3, 0, 0))
         broken += 1
     return broken
