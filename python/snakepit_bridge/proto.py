@@ -7,8 +7,10 @@ running pytest in the repository, :func:`ensure_stubs` generates them into a tem
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +54,8 @@ def ensure_stubs() -> None:
             "start workers through the Rust bridge, which generates them"
         )
     out = Path(tempfile.mkdtemp(prefix="snakepit-stubs-"))
+    # Generated for this process (and the processes it starts) only: gone when it exits.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     generate_stubs(repo_proto, out)
     sys.path.insert(0, str(out))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(out), os.environ.get("PYTHONPATH")]))
