@@ -23,10 +23,19 @@ from snakepit_bridge.server import BridgeServicer, create_server  # noqa: E402
 from snakepit_bridge.tools import ToolRegistry  # noqa: E402
 
 
+# Every directory a test makes lives in this one, removed when the test run ends.
+_SCRATCH = tempfile.TemporaryDirectory(prefix="snakepit-tests-")
+
+
+def scratch_dir() -> str:
+    """A fresh private directory (for sockets and token files), removed after the run."""
+    return tempfile.mkdtemp(dir=_SCRATCH.name)
+
+
 @asynccontextmanager
 async def running_server(registry: ToolRegistry | None = None) -> AsyncIterator[Any]:
     """A BridgeService on a fresh Unix socket, and a stub talking to it."""
-    directory = tempfile.mkdtemp(prefix="snakepit-test-")
+    directory = scratch_dir()
     socket = f"{directory}/w.sock"
     servicer = BridgeServicer("test.0", "test-run", *([registry] if registry else []))
     server = create_server(servicer)

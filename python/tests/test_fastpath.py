@@ -1,9 +1,8 @@
 """The fast path's framing, over a real Unix socket."""
 
 import asyncio
-import tempfile
 
-from conftest import PB2, run
+from conftest import PB2, run, scratch_dir
 from test_dspy import dummy, field
 
 from snakepit_bridge import fastpath
@@ -20,7 +19,7 @@ async def read_frame(reader):
 
 def test_requests_are_answered_by_id_and_bad_frames_get_an_error_status():
     async def scenario():
-        path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/f.sock"
+        path = scratch_dir() + "/f.sock"
         server = await fastpath.start(BridgeServicer("t.0", "r"), PB2, path)
         reader, writer = await asyncio.open_unix_connection(path)
         spec = PB2.SignatureSpec(
@@ -63,7 +62,7 @@ def test_a_connection_from_another_user_is_closed_unread(monkeypatch):
     monkeypatch.setattr(fastpath.os, "getuid", lambda: real_uid + 1)
 
     async def scenario():
-        path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/f.sock"
+        path = scratch_dir() + "/f.sock"
         server = await fastpath.start(BridgeServicer("t.0", "r"), PB2, path)
         reader, writer = await asyncio.open_unix_connection(path)
         writer.write(frame(1, fastpath.RUN_MODULE, PB2.RunModuleRequest().SerializeToString()))
@@ -114,7 +113,7 @@ async def until(condition, within: float = 10.0) -> None:
 
 
 async def connected(servicer):
-    path = tempfile.mkdtemp(prefix="snakepit-fast-") + "/f.sock"
+    path = scratch_dir() + "/f.sock"
     server = await fastpath.start(servicer, PB2, path)
     reader, writer = await asyncio.open_unix_connection(path)
     return server, reader, writer

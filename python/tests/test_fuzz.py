@@ -2,10 +2,9 @@
 fuzzed with hypothesis. Nothing may crash or hang; the worker keeps serving."""
 
 import asyncio
-import tempfile
 
 import grpc
-from conftest import PB2, run
+from conftest import PB2, run, scratch_dir
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,7 +97,7 @@ def test_the_fast_path_survives_hostile_connections(chunks):
         original_lost(self, exc)
 
     async def scenario():
-        path = tempfile.mkdtemp(prefix="snakepit-fuzz-") + "/f.sock"
+        path = scratch_dir() + "/f.sock"
         server = await fastpath.start(BridgeServicer("t.0", "r"), PB2, path)
         try:
             _, writer = await asyncio.open_unix_connection(path)
@@ -156,7 +155,7 @@ def test_the_grpc_server_answers_hostile_requests_with_a_status():
         return bytes(data)
 
     async def scenario():
-        directory = tempfile.mkdtemp(prefix="snakepit-fuzz-")
+        directory = scratch_dir()
         server = create_server(BridgeServicer("t.0", "test-run"))
         server.add_insecure_port(f"unix:{directory}/w.sock")
         await server.start()

@@ -1,11 +1,10 @@
 """The run token on gRPC, and the scrubbing of secrets from errors and logs."""
 
 import logging
-import tempfile
 
 import grpc
 import pytest
-from conftest import PB2, run
+from conftest import PB2, run, scratch_dir
 
 from snakepit_bridge import security
 from snakepit_bridge.errors import error_info
@@ -46,7 +45,7 @@ def test_log_records_are_scrubbed_including_exceptions(secret_env):
 
 def test_a_token_server_refuses_calls_without_the_token():
     async def scenario():
-        directory = tempfile.mkdtemp(prefix="snakepit-token-")
+        directory = scratch_dir()
         server = create_server(BridgeServicer("t.0", "r"), token="right-token")
         server.add_insecure_port(f"unix:{directory}/w.sock")
         await server.start()
