@@ -34,6 +34,17 @@ fn is_ours(a: &Attribute) -> bool {
     a.path().is_ident("input") || a.path().is_ident("output")
 }
 
+/// The item with our field attributes (`#[input]`, `#[output]`) removed, for emitting it as the
+/// user wrote it when it cannot be a signature.
+pub(crate) fn without_our_attributes(mut item: syn::Item) -> syn::Item {
+    if let syn::Item::Struct(s) = &mut item {
+        for field in s.fields.iter_mut() {
+            field.attrs.retain(|a| !is_ours(a));
+        }
+    }
+    item
+}
+
 /// Builds the model of a signature struct; problems go to `errors`. `None` when the item is not
 /// a struct with named fields at all.
 pub(crate) fn signature(item: syn::Item, errors: &mut Vec<syn::Error>) -> Option<SignatureStruct> {

@@ -1,7 +1,7 @@
 //! Expansion of `#[dspy_signature]`: only quoting; every check happened before.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 
 use crate::ast::{self, SigField};
 use crate::attr::Side;
@@ -30,11 +30,25 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         ));
     }
     let item: syn::Item = syn::parse2(item)?;
+    let original = item.clone();
     let sig = ast::signature(item, &mut errors);
     if let Some(sig) = &sig {
         valid::signature(sig, &mut errors);
     }
-    combine(errors)?;
+    if let Err(error) = combine(errors) {
+        // The user's struct stays (without our attributes), so a mistake is reported here once,
+        // not again wherever the struct is used.
+        let kept = match sig {
+            Some(sig) => sig.item.into_token_stream(),
+            None => ast::without_our_attributes(original).into_token_stream(),
+        };
+        let error = error.into_compile_error();
+        return Ok(quote! {
+            #[allow(dead_code)]
+            #kept
+            #error
+        });
+    }
     let sig = sig.expect("no errors means a signature");
     Ok(quote_signature(&sig))
 }

@@ -41,7 +41,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             TokenStream::new()
         }
     };
-    combine(errors)?;
+    if let Err(error) = combine(errors) {
+        // The user's item stays, so a mistake is reported here once, not again wherever the
+        // type is used.
+        let error = error.into_compile_error();
+        return Ok(quote! {
+            #[allow(dead_code)]
+            #item
+            #error
+        });
+    }
     Ok(expanded)
 }
 

@@ -235,6 +235,12 @@ class FastConnection(asyncio.Protocol):
 CONNECTIONS: set[FastConnection] = set()
 
 
+def idle() -> bool:
+    """Whether no fast-path call is in progress on any connection (calls answered at once
+    never are)."""
+    return not any(connection._tasks for connection in CONNECTIONS)
+
+
 async def start(servicer: Any, pb2: Any, path: str) -> asyncio.AbstractServer:
     """Serves the fast path on the Unix socket ``path``."""
     loop = asyncio.get_running_loop()

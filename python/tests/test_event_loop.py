@@ -35,6 +35,22 @@ def test_a_zero_timeout_never_spins():
         selector.close()
 
 
+def test_it_spins_only_while_no_call_is_in_progress():
+    """Spinning burns CPU for the window; with calls in progress it blocks at once."""
+
+    def cpu_spent(should_spin):
+        selector = SpinningSelector(0.2, should_spin=should_spin)
+        try:
+            started = time.thread_time()
+            assert selector.select(0.2) == []
+            return time.thread_time() - started
+        finally:
+            selector.close()
+
+    assert cpu_spent(lambda: True) > 0.05, "idle: it polls through the window"
+    assert cpu_spent(lambda: False) < 0.05, "calls waiting: it blocks without spinning"
+
+
 def test_the_spin_is_configurable_and_zero_turns_it_off(monkeypatch):
     monkeypatch.setenv("SNAKEPIT_SPIN_US", "0")
     loop = new_event_loop()
