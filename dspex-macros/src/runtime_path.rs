@@ -14,6 +14,12 @@ fn renamed() -> Option<String> {
     }
 }
 
+/// The path of the `dspex` crate as the user's code names it, for paths that generated code must
+/// write inside strings (`"::dspex"`, or `"::my_dspex"` when renamed).
+pub(crate) fn crate_path() -> String {
+    format!("::{}", renamed().as_deref().unwrap_or("dspex"))
+}
+
 /// `tokens` with every leading `::dspex` path segment renamed to the user's name for the crate.
 pub(crate) fn resolve(tokens: TokenStream) -> TokenStream {
     match renamed() {

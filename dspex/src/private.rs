@@ -9,6 +9,11 @@ pub use std::sync::OnceLock;
 
 pub use crate::types::{expect_map, expect_variant, take_field};
 
+/// Fails to compile, once, at a signature field whose type is not a [`DspyType`](crate::DspyType).
+/// (The generated impls are bounded by `where for<'dspex> Ty: DspyType`, a bound that is not
+/// checked where it is written: with a bad field type they do not exist, instead of each failing.)
+pub fn assert_dspy_type<T: crate::DspyType>() {}
+
 use snakepit_grpc_bridge::api::dspy::CallOptions;
 
 use crate::dspex::Dspex;

@@ -8,16 +8,19 @@ use snakepit_grpc_bridge::{Map, Value};
 use crate::error::DecodeError;
 
 /// A Rust type usable as a DSPy field: it names its DSPy type and converts to and from the
-/// bridge's typed values. Implemented for `String`, `bool`, `f32`, `f64`, the integer types that
+/// bridge's typed values. A field type is also `Debug`, `Clone`, `PartialEq` and serde
+/// (`Serialize` and `DeserializeOwned`), like the input and output structs made of it. Implemented for `String`, `bool`, `f32`, `f64`, the integer types that
 /// fit 64-bit signed integers exactly (`i8`–`i64`, `isize`, `u8`–`u32`), `Vec<T>`, `Option<T>`,
 /// `HashMap<String, T>`, `BTreeMap<String, T>`, and every `#[dspy_type]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a DSPy field",
     label = "no DSPy type for `{Self}`",
-    note = "if `{Self}` is your own struct or enum, put #[dspy_type] on it (it also derives Debug, Clone, PartialEq and serde, which the errors above ask for)",
+    note = "if `{Self}` is your own struct or enum, put #[dspy_type] on it (it also derives the Debug, Clone, PartialEq and serde impls a field type needs)",
     note = "fields may be String, bool, f32, f64, i8–i64, isize, u8–u32, Vec<T>, Option<T>, HashMap<String, T>, BTreeMap<String, T>, or a #[dspy_type]"
 )]
-pub trait DspyType: Sized {
+pub trait DspyType:
+    Sized + std::fmt::Debug + Clone + PartialEq + serde::Serialize + serde::de::DeserializeOwned
+{
     /// The DSPy (Python) type of the field.
     fn field_type() -> FieldType;
     /// The value that crosses the bridge.
@@ -166,7 +169,7 @@ fn map_entries<T: DspyType>(value: Value) -> Result<Vec<(String, T)>, DecodeErro
     }
 }
 
-impl<T: DspyType, S: std::hash::BuildHasher + Default> DspyType for HashMap<String, T, S> {
+impl<T: DspyType, S: std::hash::BuildHasher + Default + Clone> DspyType for HashMap<String, T, S> {
     fn field_type() -> FieldType {
         FieldType::map(T::field_type())
     }
