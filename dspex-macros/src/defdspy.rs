@@ -199,10 +199,23 @@ fn is_signature_assoc(ty: &Type, signature: Option<&Ident>, assoc: &str) -> bool
         && segments[1].ident == assoc
 }
 
+/// Parse, then validate (every problem collected), then expand (quoting only).
 pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let wrapper: Wrapper = syn::parse2(input)?;
     let mut errors = Vec::new();
-    let class_path = python_name(&wrapper.attrs, &mut errors);
+    let class_path = validate(&wrapper, &mut errors);
+    combine(errors)?;
+    let signature = wrapper.generics.type_params().next().map(|p| &p.ident);
+    Ok(quote_wrapper(
+        &wrapper,
+        &class_path.expect("checked"),
+        signature,
+    ))
+}
+
+/// Every check of a declaration; problems go to `errors`. The class's dotted path, when given.
+fn validate(wrapper: &Wrapper, errors: &mut Vec<syn::Error>) -> Option<LitStr> {
+    let class_path = python_name(&wrapper.attrs, errors);
     match &class_path {
         None => errors.push(syn::Error::new_spanned(
             &wrapper.ident,
@@ -230,7 +243,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let mut seen = std::collections::HashSet::new();
     for method in &wrapper.methods {
         let name = method.ident.to_string();
-        if let Some(renamed) = python_name(&method.attrs, &mut errors)
+        if let Some(renamed) = python_name(&method.attrs, errors)
             && name == "new"
         {
             errors.push(syn::Error::new_spanned(
@@ -258,7 +271,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             ));
         }
         for arg in &method.args {
-            let renamed = python_name(&arg.attrs, &mut errors);
+            let renamed = python_name(&arg.attrs, errors);
             if is_signature_assoc(&arg.ty, signature, "Input") {
                 if let Some(renamed) = renamed {
                     errors.push(syn::Error::new_spanned(
@@ -276,21 +289,16 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
                         "a keyword argument's Python name must be an identifier, like \"M\" or \"max_iters\"",
                     ));
                 }
-                types::check(&arg.ty, &mut errors);
+                types::check(&arg.ty, errors);
             }
         }
         if let Some(output) = &method.output
             && !is_signature_assoc(output, signature, "Output")
         {
-            types::check(output, &mut errors);
+            types::check(output, errors);
         }
     }
-    combine(errors)?;
-    Ok(quote_wrapper(
-        &wrapper,
-        &class_path.expect("checked"),
-        signature,
-    ))
+    class_path
 }
 
 fn kwargs(args: &[Arg], signature: Option<&Ident>) -> TokenStream {

@@ -1,4 +1,5 @@
-//! `#[dspy_type]`: checks, then expansion for unit enums (Literal) and structs (nested objects).
+//! `#[dspy_type]`: parse, validate (every problem collected), then expand (quoting only), for
+//! unit enums (Literal) and structs (nested objects).
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -30,17 +31,14 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "a #[dspy_type] cannot be generic: DSPy needs one concrete type",
         ));
     }
-    let expanded = match &item {
-        syn::Item::Enum(e) => expand_enum(e, &mut errors),
-        syn::Item::Struct(s) => expand_struct(s, &mut errors),
-        other => {
-            errors.push(syn::Error::new_spanned(
-                other,
-                "#[dspy_type] goes on a unit enum (a Literal) or a struct with named fields (a nested object)",
-            ));
-            TokenStream::new()
-        }
-    };
+    match &item {
+        syn::Item::Enum(e) => validate_enum(e, &mut errors),
+        syn::Item::Struct(s) => validate_struct(s, &mut errors),
+        other => errors.push(syn::Error::new_spanned(
+            other,
+            "#[dspy_type] goes on a unit enum (a Literal) or a struct with named fields (a nested object)",
+        )),
+    }
     if let Err(error) = combine(errors) {
         // The user's item stays, so a mistake is reported here once, not again wherever the
         // type is used.
@@ -51,7 +49,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             #error
         });
     }
-    Ok(expanded)
+    Ok(match &item {
+        syn::Item::Enum(e) => quote_enum(e),
+        syn::Item::Struct(s) => quote_struct(s),
+        _ => unreachable!("validated: an enum or a struct"),
+    })
 }
 
 fn derives(copy: bool) -> TokenStream {
@@ -73,7 +75,7 @@ fn derives(copy: bool) -> TokenStream {
     }
 }
 
-fn expand_enum(e: &syn::ItemEnum, errors: &mut Vec<syn::Error>) -> TokenStream {
+fn validate_enum(e: &syn::ItemEnum, errors: &mut Vec<syn::Error>) {
     if e.variants.is_empty() {
         errors.push(syn::Error::new_spanned(
             &e.ident,
@@ -91,6 +93,9 @@ fn expand_enum(e: &syn::ItemEnum, errors: &mut Vec<syn::Error>) -> TokenStream {
             ));
         }
     }
+}
+
+fn quote_enum(e: &syn::ItemEnum) -> TokenStream {
     let ident = &e.ident;
     let type_name = ident.to_string();
     let names: Vec<String> = e
@@ -128,29 +133,31 @@ fn expand_enum(e: &syn::ItemEnum, errors: &mut Vec<syn::Error>) -> TokenStream {
     }
 }
 
-fn expand_struct(s: &syn::ItemStruct, errors: &mut Vec<syn::Error>) -> TokenStream {
+fn validate_struct(s: &syn::ItemStruct, errors: &mut Vec<syn::Error>) {
     let fields = match &s.fields {
-        syn::Fields::Named(named) => named.named.iter().collect::<Vec<_>>(),
+        syn::Fields::Named(named) => &named.named,
         syn::Fields::Unnamed(unnamed) => {
-            errors.push(syn::Error::new_spanned(
+            return errors.push(syn::Error::new_spanned(
                 unnamed,
                 "a #[dspy_type] struct needs named fields (they become the object's properties)",
             ));
-            return TokenStream::new();
         }
         syn::Fields::Unit => {
-            errors.push(syn::Error::new_spanned(
+            return errors.push(syn::Error::new_spanned(
                 &s.ident,
                 "a unit struct has no properties; a #[dspy_type] struct needs named fields",
             ));
-            return TokenStream::new();
         }
     };
-    for field in &fields {
+    for field in fields {
         let ident = field.ident.as_ref().expect("named");
         valid::check_name(ident, &ident.unraw().to_string(), errors);
         types::check(&field.ty, errors);
     }
+}
+
+fn quote_struct(s: &syn::ItemStruct) -> TokenStream {
+    let fields: Vec<&syn::Field> = s.fields.iter().collect();
     let ident = &s.ident;
     let type_name = ident.to_string();
     let idents: Vec<&syn::Ident> = fields
