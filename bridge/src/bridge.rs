@@ -531,12 +531,11 @@ impl Bridge {
                 Err(error) => Err(BridgeError::from(error).into()),
             };
         };
-        let bytes = request.encode_to_vec();
-        let mut call = fast.start(method, &bytes).map_err(|message| {
-            if bytes.len() > fast.max_request() {
+        let mut call = fast.start_message(method, request).map_err(|message| {
+            let size = request.encoded_len();
+            if size > fast.max_request() {
                 BridgeError::InvalidValue(format!(
-                    "the request is {} bytes; one call may carry at most {} bytes",
-                    bytes.len(),
+                    "the request is {size} bytes; one call may carry at most {} bytes",
                     fast.max_request()
                 ))
             } else {

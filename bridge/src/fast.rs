@@ -23,7 +23,8 @@ use tokio_util::codec::FramedRead;
 
 pub(crate) use crate::framing::{CALL_INSTANCE, LENGTH_OVERHEAD, RUN_MODULE};
 use crate::framing::{
-    CANCEL, FrameCodec, Incoming, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, encode,
+    CANCEL, FrameCodec, HEADER_BYTES, Incoming, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, encode,
+    encode_header,
 };
 
 /// How a call ended on the worker's side.
@@ -100,19 +101,44 @@ impl FastConnection {
 
     /// Sends one request. Await [`FastCall::response`] for the answer; dropping the call before
     /// it came cancels it in the worker.
+    #[cfg(test)]
     pub(crate) fn start(&self, method: u8, request: &[u8]) -> Result<FastCall<'_>, String> {
-        if request.len() > self.max_request() {
+        self.start_frame(method, request.len(), |frame| {
+            frame.extend_from_slice(request)
+        })
+    }
+
+    /// [`start`](Self::start) for a protobuf message, encoded straight into its frame.
+    pub(crate) fn start_message(
+        &self,
+        method: u8,
+        request: &impl prost::Message,
+    ) -> Result<FastCall<'_>, String> {
+        self.start_frame(method, request.encoded_len(), |frame| {
+            request.encode_raw(frame)
+        })
+    }
+
+    fn start_frame(
+        &self,
+        method: u8,
+        payload_len: usize,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<FastCall<'_>, String> {
+        if payload_len > self.max_request() {
             return Err(format!(
-                "a request of {} bytes is larger than a frame may carry ({} bytes)",
-                request.len(),
+                "a request of {payload_len} bytes is larger than a frame may carry ({} bytes)",
                 self.max_request()
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, response) = oneshot::channel();
         lock(&self.pending).insert(id, reply);
+        let mut frame = Vec::with_capacity(HEADER_BYTES + payload_len);
+        encode_header(id, method, payload_len, &mut frame);
+        payload(&mut frame);
         // Checked after registering: the reader sets the flag before it clears the routes.
-        if self.is_closed() || self.frames.send(frame(id, method, request)).is_err() {
+        if self.is_closed() || self.frames.send(frame).is_err() {
             lock(&self.pending).remove(&id);
             return Err("the fast-path connection is closed".into());
         }
@@ -255,7 +281,7 @@ async fn read_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::{DEFAULT_MAX_MESSAGE_BYTES, HEADER_BYTES};
+    use crate::framing::DEFAULT_MAX_MESSAGE_BYTES;
     use tokio::io::AsyncReadExt;
     use tokio::net::UnixListener;
 

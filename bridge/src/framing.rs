@@ -41,10 +41,16 @@ pub(crate) const STATUS_CANCELLED: u8 = 2;
 /// Appends one frame to `out`.
 pub(crate) fn encode(id: u64, code: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.reserve(HEADER_BYTES + payload.len());
-    out.extend_from_slice(&((payload.len() + LENGTH_OVERHEAD) as u32).to_le_bytes());
+    encode_header(id, code, payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// Appends the header of a frame whose payload of `payload_len` bytes follows it (for a payload
+/// encoded straight into the frame, never copied).
+pub(crate) fn encode_header(id: u64, code: u8, payload_len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&((payload_len + LENGTH_OVERHEAD) as u32).to_le_bytes());
     out.extend_from_slice(&id.to_le_bytes());
     out.push(code);
-    out.extend_from_slice(payload);
 }
 
 /// One frame read from the other side.

@@ -171,8 +171,15 @@ async fn run<A: Adapter>(
     process::signal_group_of_run(pid, &shared.run_id, libc::SIGKILL);
     shared.registry.remove_worker(id.slot);
     let uptime = ready_at.elapsed();
-    let stderr_tail = output.finish(Duration::from_millis(100)).await;
-    tracing::warn!(pid, %exit, uptime_ms = uptime.as_millis() as u64, stderr_tail, "worker stopped");
+    // The log waits (up to 100 ms) for the last lines the worker wrote; the restart does not.
+    let reported = exit.to_string();
+    tokio::spawn(
+        async move {
+            let stderr_tail = output.finish(Duration::from_millis(100)).await;
+            tracing::warn!(pid, exit = %reported, uptime_ms = uptime.as_millis() as u64, stderr_tail, "worker stopped");
+        }
+        .instrument(tracing::Span::current()),
+    );
     GenerationEnd::Failed {
         exit,
         uptime: Some(uptime),
