@@ -25,7 +25,12 @@ def _fill_result(msg: Any, result: Any, session: Session | None) -> None:
     """A call's result, written into the ``Value`` message ``msg``: predictions as maps of their
     fields, plain data as is, any other object kept in the session and returned as a handle."""
     try:
-        fill(pb2, msg, result)
+        store = getattr(result, "_store", None)
+        if isinstance(store, dict) and hasattr(result, "completions"):
+            # A prediction: its fields, without a stop at every other kind of value first.
+            fill(pb2, msg, store)
+        else:
+            fill(pb2, msg, result)
     except InvalidArgument:
         if session is None:
             raise
