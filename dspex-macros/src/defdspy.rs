@@ -204,13 +204,40 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let wrapper: Wrapper = syn::parse2(input)?;
     let mut errors = Vec::new();
     let class_path = validate(&wrapper, &mut errors);
-    combine(errors)?;
+    if let Err(error) = combine(errors) {
+        // The declared struct still exists (without its methods), so a mistake is reported here
+        // once, not again wherever the type is named.
+        let kept = declared_struct(&wrapper);
+        let error = error.into_compile_error();
+        return Ok(quote! {
+            #kept
+            #error
+        });
+    }
     let signature = wrapper.generics.type_params().next().map(|p| &p.ident);
     Ok(quote_wrapper(
         &wrapper,
         &class_path.expect("checked"),
         signature,
     ))
+}
+
+/// The struct a declaration names, with its signature parameter when it has a valid one.
+fn declared_struct(wrapper: &Wrapper) -> TokenStream {
+    let (vis, ident) = (&wrapper.vis, &wrapper.ident);
+    let params: Vec<&Ident> = wrapper.generics.type_params().map(|p| &p.ident).collect();
+    if params.len() == 1 && wrapper.generics.params.len() == 1 {
+        let param = params[0];
+        quote! {
+            #[allow(dead_code)]
+            #vis struct #ident<#param>(::core::marker::PhantomData<fn() -> #param>);
+        }
+    } else {
+        quote! {
+            #[allow(dead_code)]
+            #vis struct #ident;
+        }
+    }
 }
 
 /// Every check of a declaration; problems go to `errors`. The class's dotted path, when given.
