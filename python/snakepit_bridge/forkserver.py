@@ -15,10 +15,10 @@ No gRPC object exists before a fork (gRPC's fork rule): only modules are importe
 from __future__ import annotations
 
 import argparse
+import ast
 import ctypes
 import gc
 import importlib
-import json
 import os
 import selectors
 import signal
@@ -195,10 +195,12 @@ def serve(control: str) -> None:
                 conn.setblocking(True)
                 try:
                     message, fds, _, _ = socket.recv_fds(conn, 1 << 20, MAX_FDS)
-                    request = json.loads(message.decode())
+                    request = ast.literal_eval(message.decode())
+                    if not isinstance(request, dict):
+                        raise ValueError("the request is not a mapping")
                     if len(fds) != MAX_FDS:
                         raise ValueError(f"expected {MAX_FDS} descriptors, got {len(fds)}")
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, SyntaxError, MemoryError, RecursionError) as exc:
                     print(f"forkserver: bad request: {exc}", file=sys.stderr, flush=True)
                     conn.close()
                     continue
