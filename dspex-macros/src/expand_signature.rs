@@ -1,9 +1,9 @@
 //! Expansion of `#[dspy_signature]`: only quoting; every check happened before.
 
 use proc_macro2::TokenStream;
-use quote::{ToTokens, format_ident, quote, quote_spanned};
-use syn::ext::IdentExt;
-use syn::spanned::Spanned;
+use quote::{ToTokens, format_ident, quote};
+
+use crate::bounded::{Bounded, bounded, plain_impls};
 
 use crate::ast::{self, SigField};
 use crate::attr::Side;
@@ -79,34 +79,6 @@ fn field_spec(f: &SigField) -> TokenStream {
     }
 }
 
-/// Debug, Clone and PartialEq for a generated struct, bounded like every generated impl.
-fn plain_impls(ident: &syn::Ident, fields: &[&SigField], bounds: &TokenStream) -> TokenStream {
-    let name = ident.to_string();
-    let idents: Vec<&syn::Ident> = fields.iter().map(|f| &f.ident).collect();
-    let names: Vec<String> = fields.iter().map(|f| f.ident.unraw().to_string()).collect();
-    quote! {
-        impl ::core::fmt::Debug for #ident where #bounds {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#name)
-                    #(.field(#names, &self.#idents))*
-                    .finish()
-            }
-        }
-
-        impl ::core::clone::Clone for #ident where #bounds {
-            fn clone(&self) -> Self {
-                Self { #(#idents: ::core::clone::Clone::clone(&self.#idents),)* }
-            }
-        }
-
-        impl ::core::cmp::PartialEq for #ident where #bounds {
-            fn eq(&self, other: &Self) -> bool {
-                true #(&& self.#idents == other.#idents)*
-            }
-        }
-    }
-}
-
 fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
     let item = &sig.item;
     let ident = &item.ident;
@@ -141,38 +113,30 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
     });
     let input_doc = format!("The input fields of [`{name}`].");
     let output_doc = format!("The output fields of [`{name}`].");
-    // Every generated impl holds only when every field type is a DSPy field. A higher-ranked
-    // bound is not checked where it is written: with a field type that is not one, the impls
-    // simply do not exist, and the check below reports the field once (instead of an error per
-    // derived trait and per use, with ours last).
+    // Every generated impl holds only when every field type is a DspyType (see `bounded`).
     let field_types: Vec<&syn::Type> = sig.fields.iter().map(|f| &f.ty).collect();
-    let bounds = quote! { #(for<'dspex> #field_types: ::dspex::DspyType,)* };
-    // In a string, which the final renaming of `::dspex` paths does not see: named here.
-    let dspex = crate::runtime_path::crate_path();
-    let bound_text = field_types
-        .iter()
-        .map(|ty| format!("for<'dspex> {}: {dspex}::DspyType", ty.to_token_stream()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let checks = sig.fields.iter().map(|f| {
-        let ty = &f.ty;
-        quote_spanned! {ty.span()=> ::dspex::__private::assert_dspy_type::<#ty>(); }
-    });
-    let derives = quote! {
-        #[derive(::dspex::__private::serde::Serialize, ::dspex::__private::serde::Deserialize)]
-        #[serde(crate = "::dspex::__private::serde", bound(serialize = #bound_text, deserialize = #bound_text))]
-    };
-    let input_impls = plain_impls(&input_ident, &inputs, &bounds);
-    let output_impls = plain_impls(&output_ident, &outputs, &bounds);
+    let Bounded {
+        bounds,
+        serde: derives,
+        check,
+    } = bounded(&field_types);
+    let idents =
+        |fields: &[&SigField]| fields.iter().map(|f| &f.ident).cloned().collect::<Vec<_>>();
+    let input_impls = plain_impls(
+        &input_ident,
+        &idents(&inputs).iter().collect::<Vec<_>>(),
+        &bounds,
+    );
+    let output_impls = plain_impls(
+        &output_ident,
+        &idents(&outputs).iter().collect::<Vec<_>>(),
+        &bounds,
+    );
     quote! {
         #[allow(dead_code)]
         #item
 
-        const _: () = {
-            fn field_types_are_dspy_fields() {
-                #(#checks)*
-            }
-        };
+        #check
 
         #[doc = #input_doc]
         #derives

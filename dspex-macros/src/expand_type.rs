@@ -6,6 +6,7 @@ use quote::quote;
 use syn::ext::IdentExt;
 
 use crate::attr::doc_text;
+use crate::bounded::{Bounded, bounded, plain_impls};
 use crate::expand_signature::combine;
 use crate::{types, valid};
 
@@ -56,18 +57,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     })
 }
 
-fn derives(copy: bool) -> TokenStream {
-    let extra = if copy {
-        quote!(::core::marker::Copy, ::core::cmp::Eq, ::core::hash::Hash,)
-    } else {
-        quote!()
-    };
+/// The derives of a unit enum (a Literal): it has no fields, so nothing to bound.
+fn enum_derives() -> TokenStream {
     quote! {
         #[derive(
             ::core::fmt::Debug,
             ::core::clone::Clone,
+            ::core::marker::Copy,
             ::core::cmp::PartialEq,
-            #extra
+            ::core::cmp::Eq,
+            ::core::hash::Hash,
             ::dspex::__private::serde::Serialize,
             ::dspex::__private::serde::Deserialize,
         )]
@@ -104,7 +103,7 @@ fn quote_enum(e: &syn::ItemEnum) -> TokenStream {
         .map(|v| v.ident.unraw().to_string())
         .collect();
     let variants: Vec<&syn::Ident> = e.variants.iter().map(|v| &v.ident).collect();
-    let derives = derives(true);
+    let derives = enum_derives();
     quote! {
         #derives
         #e
@@ -153,7 +152,28 @@ fn validate_struct(s: &syn::ItemStruct, errors: &mut Vec<syn::Error>) {
         let ident = field.ident.as_ref().expect("named");
         valid::check_name(ident, &ident.unraw().to_string(), errors);
         types::check(&field.ty, errors);
+        if mentions(&field.ty, &s.ident) {
+            errors.push(syn::Error::new_spanned(
+                &field.ty,
+                format!(
+                    "a #[dspy_type] cannot contain itself (DSPy field types are not recursive); give `{}` a field of another type",
+                    s.ident
+                ),
+            ));
+        }
     }
+}
+
+/// Whether `ty` names the type `own` (or `Self`) anywhere inside it.
+fn mentions(ty: &syn::Type, own: &syn::Ident) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream, own: &syn::Ident) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) => ident == *own || ident == "Self",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream(), own),
+            _ => false,
+        })
+    }
+    walk(quote::ToTokens::to_token_stream(ty), own)
 }
 
 fn quote_struct(s: &syn::ItemStruct) -> TokenStream {
@@ -170,12 +190,23 @@ fn quote_struct(s: &syn::ItemStruct) -> TokenStream {
         Some(doc) => quote!(::core::option::Option::Some(::std::string::String::from(#doc))),
         None => quote!(::core::option::Option::None),
     });
-    let derives = derives(false);
+    // Bounded like a signature's structs (see `bounded`): a field type that is not a DspyType is
+    // one error, at the field, instead of one per derived trait.
+    let Bounded {
+        bounds,
+        serde,
+        check,
+    } = bounded(&tys);
+    let plain = plain_impls(ident, &idents, &bounds);
     quote! {
-        #derives
+        #serde
         #s
 
-        impl ::dspex::DspyType for #ident {
+        #check
+
+        #plain
+
+        impl ::dspex::DspyType for #ident where #bounds {
             fn field_type() -> ::dspex::__private::FieldType {
                 ::dspex::__private::FieldType::Object(::dspex::__private::ObjectType {
                     name: ::std::string::String::from(#type_name),

@@ -8,6 +8,7 @@
 
 mod ast;
 mod attr;
+mod bounded;
 mod defdspy;
 mod expand_signature;
 mod expand_type;
