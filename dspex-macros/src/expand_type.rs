@@ -164,16 +164,33 @@ fn validate_struct(s: &syn::ItemStruct, errors: &mut Vec<syn::Error>) {
     }
 }
 
-/// Whether `ty` names the type `own` (or `Self`) anywhere inside it.
+/// Whether `ty` names the type `own` (or `Self`) anywhere inside it, as a path of its own
+/// (`Node`, `Vec<Node>`), not as the last segment of another path (`other::Node`).
 fn mentions(ty: &syn::Type, own: &syn::Ident) -> bool {
-    fn walk(tokens: proc_macro2::TokenStream, own: &syn::Ident) -> bool {
-        tokens.into_iter().any(|tree| match tree {
-            proc_macro2::TokenTree::Ident(ident) => ident == *own || ident == "Self",
-            proc_macro2::TokenTree::Group(group) => walk(group.stream(), own),
-            _ => false,
-        })
+    // `::` arrives as two `:` puncts: remember the last one before an ident.
+    fn walk_paths(tokens: proc_macro2::TokenStream, own: &syn::Ident) -> bool {
+        let mut previous_colon = false;
+        for tree in tokens {
+            match &tree {
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == ':' => {
+                    previous_colon = true;
+                    continue;
+                }
+                proc_macro2::TokenTree::Ident(ident)
+                    if !previous_colon && (ident == own || ident == "Self") =>
+                {
+                    return true;
+                }
+                proc_macro2::TokenTree::Group(group) if walk_paths(group.stream(), own) => {
+                    return true;
+                }
+                _ => {}
+            }
+            previous_colon = false;
+        }
+        false
     }
-    walk(quote::ToTokens::to_token_stream(ty), own)
+    walk_paths(quote::ToTokens::to_token_stream(ty), own)
 }
 
 fn quote_struct(s: &syn::ItemStruct) -> TokenStream {
@@ -235,5 +252,21 @@ fn quote_struct(s: &syn::ItemStruct) -> TokenStream {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_type_that_contains_itself_is_found_and_a_namesake_elsewhere_is_not() {
+        let own: syn::Ident = syn::parse_quote!(Node);
+        let found = |ty: syn::Type| mentions(&ty, &own);
+        assert!(found(syn::parse_quote!(Vec<Node>)));
+        assert!(found(syn::parse_quote!(HashMap<String, Vec<Node>>)));
+        assert!(found(syn::parse_quote!(Option<Self>)));
+        assert!(!found(syn::parse_quote!(Vec<other::Node>)));
+        assert!(!found(syn::parse_quote!(Vec<String>)));
     }
 }
