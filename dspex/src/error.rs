@@ -64,6 +64,9 @@ pub enum Error {
         #[source]
         source: DecodeError,
     },
+    /// A dataset could not be read (see [`crate::data`]).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 /// dspex's `Result`.

@@ -95,10 +95,13 @@
 
 mod dspex;
 mod error;
+mod example;
 mod modules;
 mod object;
 mod signature;
 mod types;
+
+pub mod data;
 
 /// The platform layer underneath: tools, variables, the untyped DSPy API, the pool.
 pub use snakepit_grpc_bridge;
@@ -110,6 +113,7 @@ pub mod __private;
 pub use dspex::{Dspex, DspexBuilder};
 pub use dspex_macros::{defdspy, dspy_signature, dspy_type};
 pub use error::{DecodeError, Error, Result};
+pub use example::Example;
 pub use modules::{ChainOfThought, Predict, Reasoned};
 pub use object::ObjectModule;
 pub use signature::{Signature, SignatureInput, SignatureOutput};
@@ -120,7 +124,7 @@ pub use types::DspyType;
 /// Everything a typical program needs.
 pub mod prelude {
     pub use crate::{
-        ChainOfThought, Dspex, DspyType, Error, Lm, Predict, Reasoned, Result, Signature, defdspy,
-        dspy_signature, dspy_type,
+        ChainOfThought, Dspex, DspyType, Error, Example, Lm, Predict, Reasoned, Result, Signature,
+        defdspy, dspy_signature, dspy_type,
     };
 }
