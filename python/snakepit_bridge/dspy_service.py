@@ -6,10 +6,12 @@ is ``server.py``; ``BridgeServicer`` there combines both.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from typing import Any
 
 from snakepit_bridge.errors import InvalidArgument, NotFound
+from snakepit_bridge.instance import forget_history
 from snakepit_bridge.messages import failure as _failure
 from snakepit_bridge.messages import pb2
 from snakepit_bridge.sessions import Session
@@ -196,20 +198,31 @@ class DspyService:
         return self.dspy.module_for(request.class_path, request.signature_hash, spec, kwargs)
 
     def RunModuleInline(self, request: Any) -> Any:
-        """``RunModule`` run to its end right now, when the module allows it (see
-        ``DspyRuntime.runs_now``); None when the call must run as a task (``RunModule``). The fast
-        path asks this first: such a call then needs no task and no trip through the event loop."""
+        """``RunModule`` run to its end right now when the module allows it (see
+        ``DspyRuntime.runs_now``), returning the response. Otherwise a function that starts the
+        call as a coroutine with what was worked out here (the module, its LM), which the fast
+        path runs as a task: asked first, a call that can finish at once needs no task and no trip
+        through the event loop, and one that cannot is not resolved twice."""
         try:
             module = self._module(request)
             lm = self._lm_for(module, request.options, None)
             if not self.dspy.runs_now(module, lm):
-                return None
+                return functools.partial(self._run_module, module, lm, request)
             inputs = map_from_proto(pb2, request.inputs)
             try:
                 result, entries = self.dspy.call_now(module, inputs, lm)
             finally:
-                from snakepit_bridge.instance import forget_history
+                forget_history(module)
+            return self._response(None, result, entries, request.options)
+        except Exception as exc:
+            return pb2.CallResponse(error=_failure(exc))
 
+    async def _run_module(self, module: Any, lm: Any, request: Any) -> Any:
+        try:
+            inputs = map_from_proto(pb2, request.inputs)
+            try:
+                result, entries = await self.dspy.call(module, "__call__", [], inputs, lm)
+            finally:
                 forget_history(module)
             return self._response(None, result, entries, request.options)
         except Exception as exc:
@@ -218,12 +231,7 @@ class DspyService:
     async def RunModule(self, request: Any, context: Any) -> Any:
         try:
             module = self._module(request)
-            inputs = map_from_proto(pb2, request.inputs)
-            try:
-                return await self._call(None, module, None, "__call__", [], inputs, request.options)
-            finally:
-                from snakepit_bridge.instance import forget_history
-
-                forget_history(module)
+            lm = self._lm_for(module, request.options, None)
         except Exception as exc:
             return pb2.CallResponse(error=_failure(exc))
+        return await self._run_module(module, lm, request)

@@ -19,6 +19,7 @@ is not the worker's own user (SO_PEERCRED) is closed unread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -192,17 +193,19 @@ class FastConnection(asyncio.Protocol):
         except Exception as exc:  # a malformed frame: say so, keep the connection
             self.write(frame(request_id, STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode()))
             return
-        if response is not None:
+        if response is not None and not callable(response):
             self.write(frame(request_id, STATUS_OK, self._response_bytes(response)))
             return
-        task = asyncio.get_running_loop().create_task(self._run(request_id, run, request))
+        # It must wait: `run_now` may have handed back how to start it, else the handler does.
+        start = response if response is not None else functools.partial(run, request, None)
+        task = asyncio.get_running_loop().create_task(self._run(request_id, start))
         self._tasks[request_id] = task
         task.add_done_callback(lambda t, rid=request_id: self._finished(rid, t))
 
-    async def _run(self, request_id: int, run: Any, request: Any) -> None:
+    async def _run(self, request_id: int, start: Any) -> None:
         try:
             try:
-                data = frame(request_id, STATUS_OK, self._response_bytes(await run(request, None)))
+                data = frame(request_id, STATUS_OK, self._response_bytes(await start()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -18,6 +18,16 @@ def _env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), *sys.path]))
 
 
+def _run_shim(control, *argv, env=None):
+    return subprocess.run(
+        [sys.executable, "-S", str(SHIM), control, "--", *argv],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _start_fork_server(control):
     server = subprocess.Popen(
         [sys.executable, "-m", "snakepit_bridge.forkserver", "--control", control],
@@ -36,13 +46,7 @@ def test_a_worker_started_through_the_shim_exits_as_the_shim():
     try:
         # The worker refuses these arguments (argparse exits with status 2, saying why on the
         # standard error the shim handed over).
-        shim = subprocess.run(
-            [sys.executable, "-S", str(SHIM), control, "--", "--socket", "x", "--no-such-flag"],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        shim = _run_shim(control, "--socket", "x", "--no-such-flag")
         assert shim.returncode == 2, shim.stderr
         assert "--no-such-flag" in shim.stderr
         assert "unrecognized arguments" in shim.stderr
@@ -53,13 +57,7 @@ def test_a_worker_started_through_the_shim_exits_as_the_shim():
         bad.shutdown(socket.SHUT_WR)
         assert bad.recv(64) == b"", "closed without a worker"
         bad.close()
-        again = subprocess.run(
-            [sys.executable, "-S", str(SHIM), control, "--", "--socket", "x", "--no-such-flag"],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = _run_shim(control, "--socket", "x", "--no-such-flag")
         assert again.returncode == 2, again.stderr
     finally:
         server.terminate()
@@ -70,13 +68,7 @@ def test_the_shim_waits_for_no_fork_server_when_told_it_is_gone():
     control = scratch_dir() + "/fork.sock"
     Path(control).with_suffix(".gone").touch()
     started = time.monotonic()
-    shim = subprocess.run(
-        [sys.executable, "-S", str(SHIM), control, "--", "x"],
-        env=dict(_env(), SNAKEPIT_FORK_WAIT="60"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shim = _run_shim(control, "x", env=dict(_env(), SNAKEPIT_FORK_WAIT="60"))
     assert shim.returncode == 70
     assert "no fork server" in shim.stderr
     assert time.monotonic() - started < 30
