@@ -472,12 +472,14 @@ impl Bridge {
     ///
     /// `with_definition` is the same request carrying the definitions it names by hash: sent, on
     /// the same worker, only when the worker answers that it does not hold one of them.
+    /// `unbounded` lifts the pool's request timeout for this call.
     pub(crate) async fn call_fast<M, F, Fut>(
         &self,
         session: Option<&str>,
         method: u8,
         request: &M,
         with_definition: Option<&(dyn Fn() -> M + Sync)>,
+        unbounded: bool,
         grpc: F,
     ) -> std::result::Result<crate::proto::CallResponse, Attempt>
     where
@@ -490,7 +492,10 @@ impl Bridge {
             >,
         >,
     {
-        let checkout = self.checkout(session).await.map_err(Attempt::from)?;
+        let mut checkout = self.checkout(session).await.map_err(Attempt::from)?;
+        if unbounded {
+            checkout.set_request_timeout(None);
+        }
         let response = self.send(&checkout, method, request, grpc).await?;
         match with_definition {
             Some(full) if names_unknown_definition(&response) => {

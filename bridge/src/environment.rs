@@ -446,3 +446,16 @@ fn materialise(cache: &Path, python: &Path) -> Result<PathBuf, EnvironmentError>
     fs::rename(&staging, &root).map_err(io_error("cannot move into place", &root))?;
     Ok(root)
 }
+
+/// The DSPy version the managed environment pins (`dspy==X` in `requirements.lock`).
+///
+/// ```
+/// assert!(!snakepit_grpc_bridge::environment::pinned_dspy_version().is_empty());
+/// ```
+pub fn pinned_dspy_version() -> &'static str {
+    REQUIREMENTS_LOCK
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("dspy=="))
+        .map(|rest| rest.split([' ', ';', '\\']).next().unwrap_or(rest))
+        .unwrap_or("unknown")
+}

@@ -147,6 +147,13 @@ impl Lm {
         })
     }
 
+    /// The LM as its encoded `LmConfig` message: for Python code of the bridge that takes LMs as
+    /// values (an optimiser's prompt or reflection LM). The key itself never crosses, only the
+    /// name of its variable.
+    pub fn to_config_bytes(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.to_proto())
+    }
+
     pub(crate) fn to_proto(&self) -> pb::LmConfig {
         let kind = match &self.kind {
             LmKind::Dummy(answers) => pb::lm_config::Kind::Dummy(pb::DummyLmConfig {

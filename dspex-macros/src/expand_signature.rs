@@ -107,6 +107,16 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
             map.insert(::std::string::String::from(#key), <#ty as ::dspex::DspyType>::to_value(&self.#field));
         }
     });
+    let from_inputs = inputs.iter().map(|f| {
+        let (field, ty, key) = (&f.ident, &f.ty, f.name());
+        quote! { #field: ::dspex::__private::take_field::<#ty>(&mut inputs, #key)?, }
+    });
+    let to_outputs = outputs.iter().map(|f| {
+        let (field, ty, key) = (&f.ident, &f.ty, f.name());
+        quote! {
+            map.insert(::std::string::String::from(#key), <#ty as ::dspex::DspyType>::to_value(&self.#field));
+        }
+    });
     let from_outputs = outputs.iter().map(|f| {
         let (field, ty, key) = (&f.ident, &f.ty, f.name());
         quote! { #field: ::dspex::__private::take_field::<#ty>(&mut outputs, #key)?, }
@@ -156,6 +166,12 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
                 #(#to_inputs)*
                 map
             }
+
+            fn from_inputs(
+                mut inputs: ::dspex::__private::Map,
+            ) -> ::core::result::Result<Self, ::dspex::DecodeError> {
+                ::core::result::Result::Ok(Self { #(#from_inputs)* })
+            }
         }
 
         impl ::dspex::SignatureOutput for #output_ident where #bounds {
@@ -163,6 +179,12 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
                 mut outputs: ::dspex::__private::Map,
             ) -> ::core::result::Result<Self, ::dspex::DecodeError> {
                 ::core::result::Result::Ok(Self { #(#from_outputs)* })
+            }
+
+            fn to_outputs(&self) -> ::dspex::__private::Map {
+                let mut map = ::dspex::__private::Map::new();
+                #(#to_outputs)*
+                map
             }
         }
 

@@ -1,5 +1,5 @@
-//! The procedural macros of [dspex](https://docs.rs/dspex): `#[dspy_signature]`, `#[dspy_type]`
-//! and `defdspy!`. Use them through the `dspex` crate, which documents them; generated code names
+//! The procedural macros of [dspex](https://docs.rs/dspex): `#[dspy_signature]`, `#[dspy_type]`,
+//! `#[dspy_module]` and `defdspy!`. Use them through the `dspex` crate, which documents them; generated code names
 //! runtime items only through `::dspex::__private` (or the user's name for the crate, when the
 //! dependency is renamed: `runtime_path`).
 //!
@@ -10,6 +10,7 @@ mod ast;
 mod attr;
 mod bounded;
 mod defdspy;
+mod expand_module;
 mod expand_signature;
 mod expand_type;
 mod runtime_path;
@@ -33,6 +34,16 @@ pub fn dspy_signature(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn dspy_type(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_type::expand(args.into(), item.into())
+        .map(runtime_path::resolve)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Makes a struct whose fields are programs (`Predict`, `ChainOfThought`, other
+/// `#[dspy_module]`s) a DSPy program with a generated `new`. See the `dspex` crate documentation.
+#[proc_macro_attribute]
+pub fn dspy_module(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand_module::expand(args.into(), item.into())
         .map(runtime_path::resolve)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()

@@ -67,6 +67,26 @@ pub enum Error {
     /// A dataset could not be read (see [`crate::data`]).
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// A saved program could not be read or written, or does not fit the program.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The metric failed on an example: it returned an error or a number that is not finite,
+    /// or it panicked.
+    #[error("the metric failed on {example}: {message}")]
+    Metric {
+        /// Which example (`example #3`).
+        example: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An optimiser could not compile the program.
+    #[error("{optimizer} could not compile the program: {message}")]
+    Compile {
+        /// The optimiser.
+        optimizer: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// dspex's `Result`.

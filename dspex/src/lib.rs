@@ -95,13 +95,19 @@
 
 mod dspex;
 mod error;
+mod evaluate;
 mod example;
 mod modules;
 mod object;
+mod predictor;
+mod program;
 mod signature;
+mod state;
 mod types;
 
 pub mod data;
+pub mod metric;
+pub mod optimize;
 
 /// The platform layer underneath: tools, variables, the untyped DSPy API, the pool.
 pub use snakepit_grpc_bridge;
@@ -111,20 +117,30 @@ pub use snakepit_grpc_bridge;
 pub mod __private;
 
 pub use dspex::{Dspex, DspexBuilder};
-pub use dspex_macros::{defdspy, dspy_signature, dspy_type};
+pub use dspex_macros::{defdspy, dspy_module, dspy_signature, dspy_type};
 pub use error::{DecodeError, Error, Result};
+pub use evaluate::{Evaluate, EvaluateProgress, EvaluationReport, ExampleResult, Outcome};
 pub use example::Example;
+pub use metric::Metric;
 pub use modules::{ChainOfThought, Predict, Reasoned};
 pub use object::ObjectModule;
+pub use optimize::{
+    BootstrapFewShot, BootstrapFewShotWithRandomSearch, COPRO, GEPA, LabeledFewShot, MIPROv2, SIMBA,
+};
+pub use predictor::{Predictor, PredictorKind};
+pub use program::{DEFAULT_BATCH_CONCURRENCY, Module, Program};
 pub use signature::{Signature, SignatureInput, SignatureOutput};
 pub use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, LmAdapter};
 pub use snakepit_grpc_bridge::{BridgeError, Value};
+pub use state::{Demo, FieldState, PredictorState, StateError};
 pub use types::DspyType;
 
 /// Everything a typical program needs.
 pub mod prelude {
     pub use crate::{
-        ChainOfThought, Dspex, DspyType, Error, Example, Lm, Predict, Reasoned, Result, Signature,
-        defdspy, dspy_signature, dspy_type,
+        BootstrapFewShot, BootstrapFewShotWithRandomSearch, COPRO, ChainOfThought, Dspex, DspyType,
+        Error, Evaluate, Example, GEPA, LabeledFewShot, Lm, MIPROv2, Metric, Module, Predict,
+        Program, Reasoned, Result, SIMBA, Signature, defdspy, dspy_module, dspy_signature,
+        dspy_type,
     };
 }

@@ -1,13 +1,13 @@
 //! Typed DSPy modules: [`Predict`], [`ChainOfThought`] and their results.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
-use snakepit_grpc_bridge::api::dspy::{CallOptions, Instance, Prediction};
-use snakepit_grpc_bridge::api::sessions::Session;
+use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, Prediction};
 
 use crate::dspex::Dspex;
 use crate::error::{Error, Result};
+use crate::predictor::{Predictor, PredictorKind};
+use crate::program::{Module, Program};
 use crate::signature::{Signature, SignatureInput, SignatureOutput};
 
 /// A ChainOfThought result: the reasoning, and the typed outputs.
@@ -40,43 +40,38 @@ pub(crate) fn decode_reasoned<S: Signature>(
     })
 }
 
-/// One module instance living in a worker session, shared by clones.
-#[derive(Debug)]
-struct Module {
-    // Declared first: the instance goes before its session.
-    instance: Instance,
-    session: Session,
-}
-
-/// `dspy.Predict` of signature `S`, living in a worker session (so it can later be compiled,
-/// saved and loaded like any DSPy module).
+/// `dspy.Predict` of signature `S`: a program of one predictor. Its calls go to any worker;
+/// once tuned (by an optimiser, or loaded from a file), to a module with its demos and
+/// instructions, which each worker builds once. Cheap to clone.
 ///
 /// ```no_run
 /// # use dspex::prelude::*;
 /// # #[dspy_signature] struct QA { #[input] question: String, #[output] answer: String }
 /// # async fn demo(dspex: &Dspex) -> dspex::Result<()> {
-/// let qa = Predict::<QA>::new(dspex).await?;
+/// let qa = Predict::<QA>::new(dspex);
 /// let out = qa.call(QAInput { question: "Capital of France?".into() }).await?;
 /// println!("{}", out.answer);
 /// # Ok(()) }
 /// ```
 pub struct Predict<S: Signature> {
-    module: Arc<Module>,
+    predictor: Predictor,
     _signature: PhantomData<fn() -> S>,
 }
 
-/// `dspy.ChainOfThought` of signature `S`, living in a worker session.
+/// `dspy.ChainOfThought` of signature `S`: the LM reasons before it answers. As a
+/// [`Module`], its output is the signature's; [`call`](ChainOfThought::call) also gives the
+/// reasoning.
 pub struct ChainOfThought<S: Signature> {
-    module: Arc<Module>,
+    predictor: Predictor,
     _signature: PhantomData<fn() -> S>,
 }
 
 macro_rules! module_common {
-    ($name:ident, $class:literal) => {
+    ($name:ident, $kind:expr) => {
         impl<S: Signature> Clone for $name<S> {
             fn clone(&self) -> Self {
                 $name {
-                    module: self.module.clone(),
+                    predictor: self.predictor.clone(),
                     _signature: PhantomData,
                 }
             }
@@ -86,57 +81,58 @@ macro_rules! module_common {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
                     .field("signature", &S::spec().name)
-                    .field("session", &self.module.session.id())
+                    .field("demos", &self.predictor.demos().len())
                     .finish()
             }
         }
 
         impl<S: Signature> $name<S> {
-            /// Creates the module in a new session of `dspex`, with the pool's LM.
-            pub async fn new(dspex: &Dspex) -> Result<Self> {
-                Self::create(dspex, None).await
+            /// The module on `dspex`, with the pool's LM.
+            pub fn new(dspex: &Dspex) -> Self {
+                Self::from_predictor(Predictor::new(dspex, $kind, S::spec(), None))
             }
 
-            /// Creates the module with its own LM.
-            pub async fn with_lm(dspex: &Dspex, lm: crate::Lm) -> Result<Self> {
-                Self::create(dspex, Some(lm)).await
+            /// The module with its own LM.
+            pub fn with_lm(dspex: &Dspex, lm: Lm) -> Self {
+                Self::from_predictor(Predictor::new(dspex, $kind, S::spec(), Some(lm)))
             }
 
-            async fn create(dspex: &Dspex, lm: Option<crate::Lm>) -> Result<Self> {
-                let session = dspex.bridge.create_session().await?;
-                let instance = session
-                    .create_instance(
-                        $class,
-                        Some(S::spec()),
-                        Vec::new(),
-                        Default::default(),
-                        lm.as_ref(),
-                    )
-                    .await?;
-                Ok($name {
-                    module: Arc::new(Module { instance, session }),
+            fn from_predictor(predictor: Predictor) -> Self {
+                $name {
+                    predictor,
                     _signature: PhantomData,
-                })
+                }
             }
 
-            /// The underlying instance, for generic method calls (`save`, `load`, ...).
-            pub fn instance(&self) -> &Instance {
-                &self.module.instance
+            /// The predictor: its state (demos, instructions), and untyped calls with the whole
+            /// [`Prediction`] (usage, history).
+            pub fn predictor(&self) -> &Predictor {
+                &self.predictor
+            }
+        }
+
+        impl<S: Signature> Program for $name<S> {
+            fn __build(dspex: &Dspex) -> Self {
+                Self::new(dspex)
             }
 
-            async fn run(&self, input: &S::Input, options: &CallOptions) -> Result<Prediction> {
-                Ok(self
-                    .module
-                    .instance
-                    .call_with(input.to_inputs(), options)
-                    .await?)
+            fn __visit<'a>(&'a self, path: &str, visit: &mut dyn FnMut(&str, &'a Predictor)) {
+                visit(path, &self.predictor);
+            }
+
+            fn __map(
+                &self,
+                path: &str,
+                map: &mut dyn FnMut(&str, &Predictor) -> Predictor,
+            ) -> Self {
+                Self::from_predictor(map(path, &self.predictor))
             }
         }
     };
 }
 
-module_common!(Predict, "dspy.Predict");
-module_common!(ChainOfThought, "dspy.ChainOfThought");
+module_common!(Predict, PredictorKind::Predict);
+module_common!(ChainOfThought, PredictorKind::ChainOfThought);
 
 impl<S: Signature> Predict<S> {
     /// Runs the module on one input.
@@ -146,12 +142,12 @@ impl<S: Signature> Predict<S> {
 
     /// Runs the module with options (an LM for this call, history).
     pub async fn call_with(&self, input: S::Input, options: &CallOptions) -> Result<S::Output> {
-        decode::<S>(self.run(&input, options).await?)
+        decode::<S>(self.predictor.run(input.to_inputs(), options).await?)
     }
 }
 
 impl<S: Signature> ChainOfThought<S> {
-    /// Runs the module on one input.
+    /// Runs the module on one input: the reasoning and the outputs.
     pub async fn call(&self, input: S::Input) -> Result<Reasoned<S::Output>> {
         self.call_with(input, &CallOptions::default()).await
     }
@@ -162,6 +158,24 @@ impl<S: Signature> ChainOfThought<S> {
         input: S::Input,
         options: &CallOptions,
     ) -> Result<Reasoned<S::Output>> {
-        decode_reasoned::<S>(self.run(&input, options).await?)
+        decode_reasoned::<S>(self.predictor.run(input.to_inputs(), options).await?)
+    }
+}
+
+impl<S: Signature> Module for Predict<S> {
+    type Input = S::Input;
+    type Output = S::Output;
+
+    async fn forward(&self, input: S::Input) -> Result<S::Output> {
+        self.call(input).await
+    }
+}
+
+impl<S: Signature> Module for ChainOfThought<S> {
+    type Input = S::Input;
+    type Output = S::Output;
+
+    async fn forward(&self, input: S::Input) -> Result<S::Output> {
+        Ok(self.call(input).await?.output)
     }
 }

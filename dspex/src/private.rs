@@ -7,6 +7,8 @@ pub use snakepit_grpc_bridge::api::dspy::{
 pub use snakepit_grpc_bridge::{Map, Value};
 pub use std::sync::OnceLock;
 
+pub use crate::program::join_path;
+
 pub use crate::types::{expect_map, expect_variant, take_field};
 
 /// Fails to compile, once, at a signature field whose type is not a [`DspyType`](crate::DspyType).

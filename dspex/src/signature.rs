@@ -18,13 +18,19 @@ pub trait Signature: Send + Sync + 'static {
 }
 
 /// The input struct of a signature: becomes DSPy's keyword inputs.
-pub trait SignatureInput: Send + Sync {
+pub trait SignatureInput: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// The inputs as a map of field name to value.
     fn to_inputs(&self) -> Map;
+    /// Reads the inputs back from such a map (fields it does not declare are ignored).
+    fn from_inputs(inputs: Map) -> Result<Self, DecodeError>;
 }
 
 /// The output struct of a signature: read from DSPy's prediction.
-pub trait SignatureOutput: Sized + Send {
+pub trait SignatureOutput:
+    Sized + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
+{
     /// Decodes the prediction's fields (fields it does not declare are ignored).
     fn from_outputs(outputs: Map) -> Result<Self, DecodeError>;
+    /// The outputs as a map of field name to value (what a DSPy prediction of them holds).
+    fn to_outputs(&self) -> Map;
 }

@@ -492,6 +492,12 @@ impl<A: Adapter> Checkout<A> {
             .flatten()
     }
 
+    /// Replaces the pool's request timeout for work run through this checkout (`None`: no
+    /// timeout, for long work such as an optimiser's run; the worker's death still ends it).
+    pub fn set_request_timeout(&mut self, timeout: Option<Duration>) {
+        self.request_timeout = timeout;
+    }
+
     /// Marks the request as failed for the circuit breaker, although the pool saw it succeed
     /// (the worker answered with an error that means a broken dependency). Without a breaker it
     /// does nothing.

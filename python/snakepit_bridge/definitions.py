@@ -1,4 +1,4 @@
-"""Definitions a worker holds by hash: signatures now (next: a predictor's compiled state).
+"""Definitions a worker holds by hash: signatures, and modules' tuned states (``state.py``).
 
 A definition crosses once: requests name it by the SHA-256 of its encoded message (computed by
 the Rust side, once per process), and carry the definition itself only after the worker answered

@@ -195,7 +195,10 @@ class DspyService:
     def _module(self, request: Any) -> Any:
         kwargs = map_from_proto(pb2, request.kwargs)
         spec = request.signature if request.HasField("signature") else None
-        return self.dspy.module_for(request.class_path, request.signature_hash, spec, kwargs)
+        return self.dspy.module_for(
+            request.class_path, request.signature_hash, spec, kwargs,
+            request.state_hash, request.state,
+        )
 
     def RunModuleInline(self, request: Any) -> Any:
         """``RunModule`` run to its end right now when the module allows it (see

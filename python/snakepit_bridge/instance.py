@@ -21,6 +21,7 @@ from snakepit_bridge.lm import LmSetup, build_lm
 from snakepit_bridge.lru import LruCache
 from snakepit_bridge.prediction import HistoryCollector, check_inputs, check_outputs
 from snakepit_bridge.signature import build_signature
+from snakepit_bridge.state import apply_state, parse_state
 from snakepit_bridge.threads import run_in_thread
 
 DEFAULT_BATCH_CONCURRENCY = 16
@@ -175,6 +176,9 @@ class DspyRuntime:
                 kwargs[key] = REGISTRY.get(kwargs[key]).function
         if signature is not None:
             args = [signature, *args]
+        if getattr(cls, "snakepit_context", False):
+            # Classes of the bridge itself (``programs.ProgramHost``) work with their session.
+            kwargs.update(session=session, runtime=self)
         try:
             return cls(*args, **kwargs)
         except TypeError as exc:
@@ -257,22 +261,36 @@ class DspyRuntime:
         return result, collector.history
 
     def module_for(
-        self, class_path: str, signature_key: bytes, spec: Any, kwargs: dict[str, Any]
+        self,
+        class_path: str,
+        signature_key: bytes,
+        spec: Any,
+        kwargs: dict[str, Any],
+        state_key: bytes = b"",
+        state: str = "",
     ) -> Any:
-        """The worker's stateless instance of ``class_path`` for a signature (by hash) and
-        keyword arguments; the signature is resolved only when the instance is made."""
+        """The worker's stateless instance of ``class_path`` for a signature (by hash), keyword
+        arguments and a tuned state (by hash; ``state.py``); the signature and the state are
+        resolved only when the instance is made."""
         if spec is not None and not (spec.outputs or spec.inputs):
             spec = None
         if not signature_key and spec is not None:
             # A client that sends no hash: the definition itself names it.
             signature_key = spec.SerializeToString(deterministic=True)
         arguments = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""
-        key = (class_path, signature_key, arguments)
+        key = (class_path, signature_key, arguments, state_key)
         module = self._modules.get(key)
         if module is None:
             # A module without a signature (a program configured by its arguments) needs none.
             signature = self.signature(signature_key, spec) if signature_key else None
+            tuned = (
+                self.definitions.resolve("state", state_key, state or None, parse_state)
+                if state_key
+                else None
+            )
             module = self.create(class_path, signature, [], dict(kwargs), {}, None)
+            if tuned is not None:
+                apply_state(module, tuned)
             self._modules.put(key, module)
         return module
 

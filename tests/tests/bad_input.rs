@@ -166,9 +166,7 @@ fn lm_answers_that_do_not_fit_are_typed_parse_errors_and_the_workers_stay_health
         let json = Predict::<Report>::with_lm(
             dspex().await,
             faulty_lm(raw_answers(), &[]).adapter(LmAdapter::Json),
-        )
-        .await
-        .unwrap();
+        );
         let error = json
             .call(ReportInput {
                 question: "<bad-json>".into(),
@@ -254,7 +252,7 @@ fn edge_values_round_trip_exactly() {
 #[test]
 fn inputs_at_the_edges_reach_dspy_intact() {
     run(async {
-        let predict = Predict::<Report>::new(dspex().await).await.unwrap();
+        let predict = Predict::<Report>::new(dspex().await);
         let every_plane = "\u{e9}\u{4e2d}\u{1f600}\u{20000}\u{30000}\u{e0001}\u{10fffd}";
         let edges = [
             ("empty", String::new()),
@@ -268,8 +266,8 @@ fn inputs_at_the_edges_reach_dspy_intact() {
                 question: format!("<good>{edge}</good>"),
             };
             let prediction = predict
-                .instance()
-                .call_with(
+                .predictor()
+                .run(
                     dspex::SignatureInput::to_inputs(&input),
                     &dspex::CallOptions::default().with_history(),
                 )

@@ -204,7 +204,7 @@ fn predict_through_the_macros_is_typed() {
 fn lm_answers_can_be_written_as_json() {
     run(async {
         let lm = Lm::dummy(serde_json::json!([{"answer": "Paris", "confidence": "0.9"}]));
-        let qa = Predict::<QA>::with_lm(dspex().await, lm).await.unwrap();
+        let qa = Predict::<QA>::with_lm(dspex().await, lm);
         let out = qa
             .call(QAInput {
                 question: "Capital of France?".into(),
@@ -240,9 +240,7 @@ fn chain_of_thought_returns_reasoning_and_typed_output() {
 #[test]
 fn every_field_type_round_trips_through_real_dspy() {
     run(async {
-        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![every_answer()]))
-            .await
-            .unwrap();
+        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![every_answer()]));
         let out = predict
             .call(EveryTypeInput {
                 text: "t".into(),
@@ -289,9 +287,7 @@ fn a_value_outside_its_rust_type_is_a_typed_error() {
         if let Value::Map(m) = &mut bad {
             m.insert("u".into(), "70000".into());
         }
-        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![bad]))
-            .await
-            .unwrap();
+        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![bad]));
         let input = EveryTypeInput {
             text: "t".into(),
             limit: 1,
@@ -309,9 +305,7 @@ fn a_value_outside_its_rust_type_is_a_typed_error() {
         if let Value::Map(m) = &mut bad {
             m.insert("label".into(), "Ecstatic".into());
         }
-        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![bad]))
-            .await
-            .unwrap();
+        let predict = Predict::<EveryType>::with_lm(dspex().await, Lm::dummy(vec![bad]));
         match predict.call(input).await.unwrap_err() {
             Error::Bridge(dspex::BridgeError::ParseFailed {
                 field, raw_output, ..
@@ -328,7 +322,7 @@ fn a_value_outside_its_rust_type_is_a_typed_error() {
 fn module_instances_live_in_sessions_and_take_per_call_lms() {
     run(async {
         let dspex = dspex().await;
-        let qa = Predict::<QA>::new(dspex).await.unwrap();
+        let qa = Predict::<QA>::new(dspex);
         let out = qa
             .call(QAInput {
                 question: "<q7>".into(),
@@ -350,7 +344,7 @@ fn module_instances_live_in_sessions_and_take_per_call_lms() {
             .await
             .unwrap();
         assert_eq!(out.answer, "override");
-        let cot = ChainOfThought::<QA>::new(dspex).await.unwrap();
+        let cot = ChainOfThought::<QA>::new(dspex);
         let r = cot
             .call(QAInput {
                 question: "<q8>".into(),

@@ -647,10 +647,19 @@ fn a_broken_fast_path_fails_the_health_check_and_the_worker_is_replaced() {
 fn calls_in_a_session_are_never_retried() {
     run(async {
         let (dspex, count_file, _dir) = retrying_slow_pool().await;
-        let qa = Predict::<QA>::new(&dspex).await.unwrap();
+        let session = dspex.bridge().create_session().await.unwrap();
+        let qa = session.predict(QA::spec(), None).await.unwrap();
         let call = {
             let qa = qa.clone();
-            tokio::spawn(async move { qa.call(ask(3)).await })
+            tokio::spawn(async move {
+                let prediction = qa.call(dspex::SignatureInput::to_inputs(&ask(3))).await?;
+                dspex::SignatureOutput::from_outputs(prediction.outputs)
+                    .map(|_: QAOutput| ())
+                    .map_err(|source| dspex::Error::Decode {
+                        signature: "QA".into(),
+                        source,
+                    })
+            })
         };
         assert!(
             eventually(Duration::from_secs(30), || lm_requests(&count_file) == 1).await,
@@ -659,7 +668,7 @@ fn calls_in_a_session_are_never_retried() {
         // The session's worker dies under the call (its shim, and with it the forked worker).
         let pool = dspex.bridge().pool();
         let slot = pool
-            .session_worker(qa.instance().session_id())
+            .session_worker(qa.session_id())
             .expect("the session is bound to a worker")
             .slot;
         kill(pool.workers()[slot].pid.unwrap(), libc::SIGKILL);

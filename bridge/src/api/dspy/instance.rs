@@ -147,6 +147,18 @@ impl Instance {
         )
     }
 
+    /// Calls a method that returns a DSPy prediction (a module's `forward`, or any method of a
+    /// Python object that returns one), as a [`Prediction`].
+    pub async fn call_method_prediction(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Map,
+        options: &CallOptions,
+    ) -> Result<Prediction> {
+        prediction(self.call_method_with(method, args, kwargs, options).await?)
+    }
+
     /// Calls any method with positional and keyword arguments.
     pub async fn call_method(
         &self,
@@ -183,6 +195,7 @@ impl Instance {
                 crate::fast::CALL_INSTANCE,
                 &request,
                 None,
+                options.without_timeout,
                 |mut c, request| async move { c.call_instance(request).await },
             )
             .await

@@ -24,12 +24,14 @@ mod field_types;
 mod instance;
 mod prediction;
 mod signature;
+mod state;
 
 pub use crate::lm::{Lm, LmAdapter};
 pub use field_types::{FieldType, ObjectField, ObjectType};
 pub use instance::Instance;
 pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
 pub use signature::{FieldSpec, SignatureSpec};
+pub use state::ModuleState;
 
 use crate::bridge::Bridge;
 use crate::convert::map_to_proto;
@@ -51,6 +53,22 @@ impl Bridge {
         inputs: Map,
         options: &CallOptions,
     ) -> Result<Prediction> {
+        self.run_module_with_state(class_path, signature, None, kwargs, inputs, options)
+            .await
+    }
+
+    /// [`run_module`](Self::run_module) on a module with a tuned `state` applied (demos,
+    /// instructions: see [`ModuleState`]). The state travels by hash like the signature: a worker
+    /// that does not hold it gets it once, and keeps a module with it applied.
+    pub async fn run_module_with_state(
+        &self,
+        class_path: &str,
+        signature: &SignatureSpec,
+        state: Option<&ModuleState>,
+        kwargs: Map,
+        inputs: Map,
+        options: &CallOptions,
+    ) -> Result<Prediction> {
         let registered = signature.registered();
         let request = pb::RunModuleRequest {
             class_path: class_path.to_owned(),
@@ -59,9 +77,12 @@ impl Bridge {
             kwargs: Some(map_to_proto(&kwargs)),
             inputs: Some(map_to_proto(&inputs)),
             options: Some(options.to_proto()),
+            state_hash: state.map(|s| s.hash().to_vec()).unwrap_or_default(),
+            state: String::new(),
         };
         let with_definition = || pb::RunModuleRequest {
             signature: Some(registered.definition.clone()),
+            state: state.map(|s| s.json().to_owned()).unwrap_or_default(),
             ..request.clone()
         };
         let (request, with_definition) = (&request, &with_definition);
@@ -74,6 +95,7 @@ impl Bridge {
                     crate::fast::RUN_MODULE,
                     request,
                     Some(with_definition),
+                    options.without_timeout,
                     |mut c, request| async move { c.run_module(request).await },
                 )
             })

@@ -15,6 +15,9 @@ pub struct CallOptions {
     pub lm: Option<Lm>,
     /// Returns the prompt messages and raw completions in [`Prediction::history`].
     pub history: bool,
+    /// Not cut by the pool's request timeout (long work: an optimiser's run). The call still
+    /// ends when the worker dies or the caller drops it.
+    pub without_timeout: bool,
 }
 
 impl CallOptions {
@@ -27,6 +30,12 @@ impl CallOptions {
     /// Asks for the call's history.
     pub fn with_history(mut self) -> Self {
         self.history = true;
+        self
+    }
+
+    /// Lifts the pool's request timeout for this call.
+    pub fn without_timeout(mut self) -> Self {
+        self.without_timeout = true;
         self
     }
 

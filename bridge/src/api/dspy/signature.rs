@@ -154,6 +154,18 @@ impl SignatureSpec {
     }
 
     /// The wire definition and its hash, made on first use.
+    /// The SHA-256 that names this signature on the wire and its encoded definition (a
+    /// `SignatureSpec` message): for Python code of the bridge that takes signatures as values
+    /// (an optimiser's run of a Rust program builds its predictors from them).
+    pub fn definition_bytes(&self) -> (Vec<u8>, Vec<u8>) {
+        use prost::Message;
+        let registered = self.registered();
+        (
+            registered.hash.to_vec(),
+            registered.definition.encode_to_vec(),
+        )
+    }
+
     pub(crate) fn registered(&self) -> Arc<Registered> {
         let registered = self
             .registration

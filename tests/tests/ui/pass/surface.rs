@@ -86,9 +86,9 @@ async fn uses() -> dspex::Result<()> {
         .await?;
     let out: QAOutput = QA::predict(&dspex, QAInput { question: "q".into() }).await?;
     let r: Reasoned<QAOutput> = QA::chain_of_thought(&dspex, QAInput { question: "q".into() }).await?;
-    let qa = Predict::<QA>::new(&dspex).await?;
+    let qa = Predict::<QA>::new(&dspex);
     let _ = qa.call(QAInput { question: "q".into() }).await?;
-    let cot = ChainOfThought::<Analyse>::new(&dspex).await?;
+    let cot = ChainOfThought::<Analyse>::new(&dspex);
     let _ = cot.call(AnalyseInput { text: "t".into(), r#type: None }).await?;
     let counter = Counter::create(&dspex, 1, 2).await?;
     let _: i64 = counter.execute(3).await?;
