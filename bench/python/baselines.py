@@ -7,6 +7,8 @@
         sync N FIRST                        N sequential sync Predict calls, questions numbered from
                                             FIRST: {"times_us": [...], "cpu_us": per call}
         async N FIRST                       the same on DSPy's async path
+    python baselines.py optimize N          dspy.BootstrapFewShot of a two-step program (Predict, then
+                                            ChainOfThought) on N examples, 20 ms LM
 """
 
 import asyncio
@@ -78,6 +80,33 @@ def block(n, first, use_async=False):
     return {"times_us": times, "cpu_us": (time.process_time() - cpu_started) / n * 1e6}
 
 
+def optimize(n):
+    lm = SleepyLM({"query": "q", "reasoning": "r", "answer": "a"}, delay_ms=20, adapter=ADAPTER)
+
+    class Rag(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.rewrite = dspy.Predict("question -> query")
+            self.answer = dspy.ChainOfThought("question, query -> answer")
+
+        def forward(self, question):
+            query = self.rewrite(question=question).query
+            return self.answer(question=question, query=query)
+
+    trainset = [dspy.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(n)]
+    optimizer = dspy.BootstrapFewShot(
+        metric=lambda example, prediction, trace=None: example.answer == prediction.answer,
+        max_bootstrapped_demos=n,
+        max_labeled_demos=0,
+    )
+    with dspy.context(lm=lm, adapter=ADAPTER):
+        started = time.perf_counter()
+        compiled = optimizer.compile(Rag(), trainset=trainset)
+        elapsed = time.perf_counter() - started
+    assert len(compiled.rewrite.demos) == n
+    return {"wall_ms": elapsed * 1e3}
+
+
 def serve():
     for line in sys.stdin:
         kind, n, first = line.split()
@@ -88,6 +117,8 @@ if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "serve":
         serve()
+    elif kind == "optimize":
+        print(json.dumps(optimize(int(sys.argv[2]))))
     elif kind == "orchestration":
         print(json.dumps(orchestration(int(sys.argv[2]), int(sys.argv[3]))))
     else:

@@ -16,6 +16,8 @@ use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
 use tokio::sync::Semaphore;
 
+mod optimize;
+
 /// Answer the question from the context.
 #[dspy_signature]
 pub struct Overhead {
@@ -683,6 +685,13 @@ fn print_table(summary: &Summary) {
             Some(("throughput.workers_2_per_s", "throughput.in_process_per_s")),
         ),
         (
+            "BootstrapFewShot, 20 examples x 2 steps, 20 ms LM",
+            Some("optimize.python_ms"),
+            "optimize.dspex_ms",
+            "ms",
+            Some(("optimize.dspex_ms", "optimize.python_ms")),
+        ),
+        (
             "memory: pool of 1, PSS (worker, shim, fork server)",
             None,
             "memory.pool_1_pss_mb",
@@ -766,6 +775,9 @@ async fn main() {
     }
     if wanted("memory") {
         memory(&mut summary).await;
+    }
+    if wanted("optimize") {
+        optimize::optimize(&environment, &mut summary).await;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
     std::fs::create_dir_all(&dir).expect("target dir");

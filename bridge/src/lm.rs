@@ -67,6 +67,46 @@ impl Lm {
         }
     }
 
+    /// [`Lm::new`] with the API key read from the provider's usual variable
+    /// ([`provider_key_variable`](Lm::provider_key_variable)), when the provider has one.
+    ///
+    /// ```
+    /// # use snakepit_grpc_bridge::api::dspy::Lm;
+    /// let lm = Lm::for_model("openai/gpt-4o-mini");   // key from OPENAI_API_KEY
+    /// ```
+    pub fn for_model(model: impl Into<String>) -> Self {
+        let model = model.into();
+        let lm = Lm::new(model.clone());
+        match Lm::provider_key_variable(&model) {
+            Some(variable) => lm.api_key_env(variable),
+            None => lm,
+        }
+    }
+
+    /// The environment variable that holds the API key of a LiteLLM model string's provider
+    /// (`openai/...` → `OPENAI_API_KEY`), for the providers that have one.
+    ///
+    /// ```
+    /// # use snakepit_grpc_bridge::api::dspy::Lm;
+    /// assert_eq!(Lm::provider_key_variable("anthropic/claude-sonnet-4"), Some("ANTHROPIC_API_KEY"));
+    /// assert_eq!(Lm::provider_key_variable("ollama_chat/llama3"), None);
+    /// ```
+    pub fn provider_key_variable(model: &str) -> Option<&'static str> {
+        let provider = model.split('/').next()?;
+        Some(match provider {
+            "openai" => "OPENAI_API_KEY",
+            "anthropic" => "ANTHROPIC_API_KEY",
+            "gemini" => "GEMINI_API_KEY",
+            "mistral" => "MISTRAL_API_KEY",
+            "groq" => "GROQ_API_KEY",
+            "together_ai" => "TOGETHERAI_API_KEY",
+            "deepseek" => "DEEPSEEK_API_KEY",
+            "cohere" => "COHERE_API_KEY",
+            "openrouter" => "OPENROUTER_API_KEY",
+            _ => return None,
+        })
+    }
+
     /// `dspy.utils.DummyLM(answers)`: a list of answer maps served in order, or a map from prompt
     /// substrings to answer maps. Values may be native or strings; DSPy coerces them.
     pub fn dummy(answers: impl Into<Value>) -> Self {

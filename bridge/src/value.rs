@@ -229,6 +229,44 @@ impl From<serde_json::Value> for Value {
     }
 }
 
+/// Typed values as JSON: the reverse of `From<serde_json::Value>` for plain data. Floats that JSON
+/// cannot hold (NaN, infinities) become `null`; bytes a list of numbers; an `f64` tensor its
+/// values as a flat list (other tensors their raw bytes); an object handle
+/// `{"$object": id, "type": class}`.
+///
+/// ```
+/// use snakepit_grpc_bridge::Value;
+/// let json = serde_json::json!({"answer": "Paris", "n": 3, "tags": ["a"]});
+/// assert_eq!(serde_json::Value::from(Value::from(json.clone())), json);
+/// ```
+impl From<Value> for serde_json::Value {
+    fn from(v: Value) -> Self {
+        use serde_json::Value as Json;
+        match v {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(b),
+            Value::Int(i) => Json::from(i),
+            Value::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+            Value::String(s) => Json::String(s),
+            Value::Bytes(bytes) => Json::Array(bytes.into_iter().map(Json::from).collect()),
+            Value::List(items) => Json::Array(items.into_iter().map(Json::from).collect()),
+            Value::Map(map) => Json::Object(map.into_iter().map(|(k, v)| (k, v.into())).collect()),
+            Value::Tensor(tensor) => match tensor.to_f64() {
+                Some(values) => Json::Array(
+                    values
+                        .into_iter()
+                        .map(|f| serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number))
+                        .collect(),
+                ),
+                None => Json::Array(tensor.data.iter().copied().map(Json::from).collect()),
+            },
+            Value::Object(handle) => {
+                serde_json::json!({"$object": handle.id, "type": handle.type_name})
+            }
+        }
+    }
+}
+
 /// Builds argument maps: `args([("a", Value::from(1))])`, or from any iterator of pairs.
 pub fn args<K, V, I>(pairs: I) -> Map
 where

@@ -80,20 +80,6 @@ pub struct Extract {
     pub entities: Vec<Entity>,
 }
 
-/// The provider's usual API key variable for a LiteLLM model string.
-fn key_variable(model: &str) -> Option<&'static str> {
-    let provider = model.split('/').next()?;
-    Some(match provider {
-        "openai" => "OPENAI_API_KEY",
-        "anthropic" => "ANTHROPIC_API_KEY",
-        "gemini" => "GEMINI_API_KEY",
-        "mistral" => "MISTRAL_API_KEY",
-        "groq" => "GROQ_API_KEY",
-        "together_ai" => "TOGETHERAI_API_KEY",
-        _ => return None,
-    })
-}
-
 fn answer(pairs: &[(&str, &str)]) -> Value {
     Value::Map(
         pairs
@@ -132,11 +118,7 @@ async fn main() -> dspex::Result<()> {
     let lm = match std::env::var("DSPEX_LM") {
         Ok(model) if !model.is_empty() => {
             println!("Using the LM {model} (from DSPEX_LM).");
-            let lm = Lm::new(&model);
-            match key_variable(&model) {
-                Some(variable) => lm.api_key_env(variable),
-                None => lm,
-            }
+            Lm::for_model(model)
         }
         _ => {
             println!("DSPEX_LM is not set: running offline on DSPy's DummyLM, which answers these");

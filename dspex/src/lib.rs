@@ -29,7 +29,7 @@
 //!     .await?;
 //! let out: QAOutput = QA::predict(&dspex, QAInput { question: "Capital of France?".into() }).await?;
 //! let r: Reasoned<QAOutput> = QA::chain_of_thought(&dspex, QAInput { question: "Why?".into() }).await?;
-//! let qa = Predict::<QA>::new(&dspex).await?;   // a module instance living in a worker session
+//! let qa = Predict::<QA>::new(&dspex);   // a program of one predictor (see `Module`, `#[dspy_module]`)
 //! let again = qa.call(QAInput { question: "Capital of Italy?".into() }).await?;
 //! dspex.shutdown().await?;
 //! # let _ = (out, r, again); Ok(()) }
@@ -52,6 +52,11 @@
 //! - [`#[dspy_type]`](dspy_type) on a unit enum (a `Literal` of its variant names) or a struct with
 //!   named fields (a nested object), usable in signatures and in each other to any depth. It
 //!   derives Debug, Clone, PartialEq and serde; do not derive those again.
+//! - [`#[dspy_module]`](dspy_module) on a struct whose fields are programs ([`Predict`],
+//!   [`ChainOfThought`], other `#[dspy_module]`s): it becomes a [`Program`] with a generated
+//!   `new`, and with `impl Module` (a typed `forward` in Rust) it can be evaluated
+//!   ([`Evaluate`]), optimised by DSPy's own optimisers ([`optimize`]), saved and loaded in DSPy's
+//!   format ([`Program::save`], [`Program::load`]). It derives `Clone` and `Debug`.
 //! - [`defdspy!`] declares a typed wrapper around any Python class by dotted path.
 //!
 //! ### `defdspy!`
@@ -82,7 +87,7 @@
 //! A wrapper may be generic over one signature, `pub struct Mcc<S> { ... }`: `create` then passes
 //! `S::spec()` as the first constructor argument, an argument typed `S::Input` is spread into
 //! keyword arguments, and a return type `S::Output` is decoded as the signature's outputs.
-//! [`Predict`] and [`ChainOfThought`] are shaped the same way (`new`, `call`).
+//! [`Predict`] and [`ChainOfThought`] have the same `call`.
 //!
 //! Field types: `String`, `bool`, `f32`, `f64`, `i8`–`i64`, `isize`, `u8`–`u32`, `Vec<T>`,
 //! `Option<T>`, `HashMap<String, T>`, `BTreeMap<String, T>`, and `#[dspy_type]`s. Integers travel
@@ -108,6 +113,7 @@ mod types;
 pub mod data;
 pub mod metric;
 pub mod optimize;
+pub mod react;
 
 /// The platform layer underneath: tools, variables, the untyped DSPy API, the pool.
 pub use snakepit_grpc_bridge;
@@ -129,6 +135,7 @@ pub use optimize::{
 };
 pub use predictor::{Predictor, PredictorKind};
 pub use program::{DEFAULT_BATCH_CONCURRENCY, Module, Program};
+pub use react::ReAct;
 pub use signature::{Signature, SignatureInput, SignatureOutput};
 pub use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, LmAdapter};
 pub use snakepit_grpc_bridge::{BridgeError, Value};

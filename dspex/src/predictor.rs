@@ -61,6 +61,36 @@ impl PredictorKind {
     }
 }
 
+/// A signature: a typed one's static spec, or one built at run time (ReAct's).
+#[derive(Clone, Debug)]
+pub(crate) enum Spec {
+    Static(&'static SignatureSpec),
+    Owned(Arc<SignatureSpec>),
+}
+
+impl std::ops::Deref for Spec {
+    type Target = SignatureSpec;
+
+    fn deref(&self) -> &SignatureSpec {
+        match self {
+            Spec::Static(spec) => spec,
+            Spec::Owned(spec) => spec,
+        }
+    }
+}
+
+impl From<&'static SignatureSpec> for Spec {
+    fn from(spec: &'static SignatureSpec) -> Self {
+        Spec::Static(spec)
+    }
+}
+
+impl From<SignatureSpec> for Spec {
+    fn from(spec: SignatureSpec) -> Self {
+        Spec::Owned(Arc::new(spec))
+    }
+}
+
 /// A tuned state, with the text a worker applies (by hash).
 #[derive(Debug)]
 struct Tuned {
@@ -93,7 +123,7 @@ struct Traced {
 pub struct Predictor {
     dspex: Dspex,
     kind: PredictorKind,
-    spec: &'static SignatureSpec,
+    spec: Spec,
     lm: Option<Lm>,
     tuned: Option<Arc<Tuned>>,
     route: Route,
@@ -117,13 +147,13 @@ impl Predictor {
     pub(crate) fn new(
         dspex: &Dspex,
         kind: PredictorKind,
-        spec: &'static SignatureSpec,
+        spec: impl Into<Spec>,
         lm: Option<Lm>,
     ) -> Self {
         Predictor {
             dspex: dspex.clone(),
             kind,
-            spec,
+            spec: spec.into(),
             lm,
             tuned: None,
             route: Route::Pool,
@@ -141,8 +171,8 @@ impl Predictor {
     }
 
     /// The signature.
-    pub fn signature(&self) -> &'static SignatureSpec {
-        self.spec
+    pub fn signature(&self) -> &SignatureSpec {
+        &self.spec
     }
 
     /// The LM of this predictor, if it has its own.
@@ -159,7 +189,7 @@ impl Predictor {
     pub fn state(&self) -> PredictorState {
         match &self.tuned {
             Some(tuned) => tuned.state.clone(),
-            None => PredictorState::fresh(self.kind, self.spec),
+            None => PredictorState::fresh(self.kind, &self.spec),
         }
     }
 
@@ -222,6 +252,10 @@ impl Predictor {
             "state".into(),
             Value::from(self.tuned.as_ref().map_or("", |t| t.module.json())),
         );
+        if let Some(lm) = &self.lm {
+            // The predictor's own LM, which DSPy prefers to the run's (`predictor.lm`).
+            entry.insert("lm".into(), Value::bytes(lm.to_config_bytes()));
+        }
         Value::Map(entry)
     }
 
@@ -237,7 +271,7 @@ impl Predictor {
                     .bridge
                     .run_module_with_state(
                         self.kind.class_path(),
-                        self.spec,
+                        &self.spec,
                         self.tuned.as_ref().map(|t| &t.module),
                         Map::new(),
                         inputs,

@@ -64,18 +64,7 @@ impl PredictorState {
     /// does) and description (or `${name}`), no demos.
     pub(crate) fn fresh(kind: PredictorKind, spec: &SignatureSpec) -> Self {
         let instructions = if spec.instructions.is_empty() {
-            let names = |fields: &[snakepit_grpc_bridge::api::dspy::FieldSpec]| {
-                fields
-                    .iter()
-                    .map(|f| format!("`{}`", f.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!(
-                "Given the fields {}, produce the fields {}.",
-                names(&spec.inputs),
-                names(&spec.outputs)
-            )
+            default_instructions(spec)
         } else {
             spec.instructions.clone()
         };
@@ -142,17 +131,17 @@ impl PredictorState {
                 found: wire.signature.fields.len(),
             });
         }
+        // DSPy keeps whole examples as demos (a labeled demo of one predictor has the fields of
+        // the program's example), so extra fields are normal; a demo with none of the
+        // predictor's fields is for another predictor.
         for (index, demo) in wire.demos.iter().enumerate() {
-            if let Some(field) = demo
-                .keys()
-                .find(|k| *k != "augmented" && !names.iter().any(|n| n == *k))
-            {
-                return Err(StateError::DemoField {
+            if !demo.keys().any(|k| names.iter().any(|n| n == k)) {
+                return Err(StateError::DemoFields {
                     predictor: name.to_owned(),
                     demo: index,
-                    field: field.clone(),
                     signature: spec.name.clone(),
                     fields: names.join(", "),
+                    found: demo.keys().cloned().collect::<Vec<_>>().join(", "),
                 });
             }
         }
@@ -162,6 +151,22 @@ impl PredictorState {
             demos: wire.demos,
         })
     }
+}
+
+/// DSPy's instructions for a signature without any: `Given the fields `a`, produce the fields `b`.`
+pub(crate) fn default_instructions(spec: &SignatureSpec) -> String {
+    let names = |fields: &[snakepit_grpc_bridge::api::dspy::FieldSpec]| {
+        fields
+            .iter()
+            .map(|f| format!("`{}`", f.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "Given the fields {}, produce the fields {}.",
+        names(&spec.inputs),
+        names(&spec.outputs)
+    )
 }
 
 /// DSPy's `infer_prefix`: `question` → `Question`, `camelCase` → `Camel Case`, `HTMLParser` →
@@ -280,21 +285,21 @@ pub enum StateError {
         /// The fields in the file.
         found: usize,
     },
-    /// A demo has a field the signature does not.
+    /// A demo has none of the predictor's fields.
     #[error(
-        "demo {demo} of predictor `{predictor}` has field `{field}`, which `{signature}` does not have (it has: {fields})"
+        "demo {demo} of predictor `{predictor}` has none of the fields of `{signature}` ({fields}); it has: {found}"
     )]
-    DemoField {
+    DemoFields {
         /// The predictor's DSPy name.
         predictor: String,
         /// The demo's index.
         demo: usize,
-        /// The unknown field.
-        field: String,
         /// The signature's name.
         signature: String,
         /// The fields it has.
         fields: String,
+        /// The demo's fields.
+        found: String,
     },
 }
 

@@ -7,6 +7,7 @@ other half, with the same table.
 | ``i8``–``i64``, ``isize``, ``u8``–``u32``   | ``scalar: INT``                                | ``int``         |
 | ``f32``, ``f64``                            | ``scalar: FLOAT``                              | ``float``       |
 | ``bool``                                    | ``scalar: BOOL``                               | ``bool``        |
+| (untyped: ReAct's tool arguments)           | ``scalar: ANY``                                | ``typing.Any``  |
 | ``Vec<T>``                                  | ``list: T``                                    | ``list[T]``     |
 | ``HashMap<String, T>``, ``BTreeMap<..>``    | ``map: T``                                     | ``dict[str, T]``|
 | ``Option<T>``                               | ``optional: T``                                | ``Optional[T]`` |
@@ -20,7 +21,7 @@ from typing import Any, Literal, Optional
 
 from snakepit_bridge.errors import InvalidArgument
 
-_SCALARS = {0: str, 1: int, 2: float, 3: bool}
+_SCALARS = {0: str, 1: int, 2: float, 3: bool, 4: Any}
 
 
 class TypeBuilder:

@@ -129,7 +129,8 @@ class ProgramHost:
     """One optimiser run of a Rust program, in one session. Created by the Rust side with
     ``modules``: for each predictor module of the program, a map with its ``path``, ``class``
     (``dspy.Predict`` or ``dspy.ChainOfThought``), ``signature_hash`` and ``signature`` (the
-    encoded ``SignatureSpec``), and ``state`` (its tuned state as JSON text, or empty)."""
+    encoded ``SignatureSpec``), ``state`` (its tuned state as JSON text, or empty) and, when the
+    predictor has its own LM, ``lm`` (an encoded ``LmConfig``)."""
 
     # DspyRuntime.create passes ``session=`` and ``runtime=`` to classes that ask for them.
     snakepit_context = True
@@ -166,6 +167,12 @@ class ProgramHost:
         module = runtime.create(entry["class"], signature, [], {}, {}, None)
         if entry.get("state"):
             apply_state(module, parse_state(entry["state"]))
+        if entry.get("lm"):
+            # The predictor's own LM (after the state, whose `lm` is empty).
+            from snakepit_bridge.lm import build_lm
+
+            config = runtime.pb2.LmConfig.FromString(entry["lm"])
+            module.set_lm(build_lm(runtime.pb2, config).lm)
         return module
 
     # -- Rust → Python: predictor calls of a forward in flight --------------------------------

@@ -405,3 +405,135 @@ fn a_metric_that_panics_or_an_empty_trainset_fails_the_compilation_clearly() {
         );
     })
 }
+
+/// A program inside a program: its predictors are named under its field.
+#[dspy_module]
+pub struct Outer {
+    inner: Rag,
+    check: Predict<Rewrite>,
+}
+
+#[test]
+fn nested_programs_name_their_predictors_as_dspy_does() {
+    run(async {
+        let outer = Outer::new(dspex().await);
+        let names: Vec<String> = outer.predictors().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["inner.rewrite", "inner.answer.predict", "check"]);
+        // A ChainOfThought alone is `predict`, a Predict alone is `self` (and saved as its state).
+        let cot = ChainOfThought::<Answer>::new(dspex().await);
+        assert_eq!(cot.predictors()[0].0, "predict");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predict.json");
+        Predict::<Rewrite>::new(dspex().await).save(&path).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            saved.get("signature").is_some() && saved.get("demos").is_some(),
+            "{saved}"
+        );
+        Predict::<Rewrite>::load(dspex().await, &path).unwrap();
+    })
+}
+
+#[test]
+fn an_async_metric_scores_like_a_sync_one() {
+    run(async {
+        let rag = Rag::new(dspex().await);
+        let devset: Vec<Ex> = (0..4)
+            .map(|i| example("q", i, if i < 3 { "x" } else { "a3" }))
+            .collect();
+        let judged = dspex::metric::from_async(|ex: Ex, out: AnswerOutput| async move {
+            tokio::task::yield_now().await;
+            ex.output.answer == out.answer
+        });
+        let report = Evaluate::new(&devset, judged).run(&rag).await.unwrap();
+        assert!((report.score - 0.25).abs() < 1e-9, "{}", report.score);
+    })
+}
+
+/// Answer questions.
+#[dspy_signature]
+pub struct Ask {
+    #[input]
+    pub question: String,
+    #[output]
+    pub answer: String,
+}
+
+#[dspy_type]
+pub struct Lookup {
+    pub term: String,
+}
+
+#[test]
+fn react_runs_rust_tools_and_is_dspy_s_react() {
+    use dspex::react::{ReAct, Tool};
+    run(async {
+        let dspex = dspex().await;
+        let looked_up = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = looked_up.clone();
+        let lookup = Tool::new("lookup", "Looks a term up.", move |args: Lookup| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(args.term.clone());
+                Ok::<_, String>(format!("{} is a planet", args.term))
+            }
+        });
+        let mut answers = dspex::__private::Map::new();
+        answers.insert(
+            "starting with the field `[[ ## reasoning ## ]]`".into(),
+            map(&[("reasoning", "it said so"), ("answer", "a planet")]),
+        );
+        answers.insert(
+            "[[ ## observation_0 ## ]]".into(),
+            map(&[
+                ("next_thought", "done"),
+                ("next_tool_name", "finish"),
+                ("next_tool_args", "{}"),
+            ]),
+        );
+        answers.insert(
+            "<react1>".into(),
+            map(&[
+                ("next_thought", "look it up"),
+                ("next_tool_name", "lookup"),
+                ("next_tool_args", r#"{"term": "Mars"}"#),
+            ]),
+        );
+        let agent = ReAct::<Ask>::with_tools(dspex, vec![lookup]).max_iters(4);
+        let agent = agent.__map("", &mut |_, p| {
+            p.with_lm(Lm::dummy(Value::Map(answers.clone())))
+        });
+        let acted = agent
+            .call(AskInput {
+                question: "What is <react1>?".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(looked_up.lock().unwrap().as_slice(), ["Mars"]);
+        assert_eq!(acted.trajectory.len(), 2, "{acted:?}");
+        assert_eq!(acted.trajectory[0].observation, "Mars is a planet");
+        assert_eq!(acted.trajectory[1].tool, "finish");
+        assert_eq!(acted.output.answer, "a planet");
+
+        // The same state as DSPy's own ReAct with the same tool: instructions (the tool listed
+        // with its real argument names and types), fields, prefixes.
+        let mut args = dspex::__private::Map::new();
+        args.insert("instructions".into(), "Answer questions.".into());
+        let python = dspex.bridge().call_tool("react_state", args).await.unwrap();
+        let python = serde_json::Value::from(python);
+        for (name, predictor) in agent.predictors() {
+            let ours = predictor.state().to_json();
+            assert_eq!(
+                ours["signature"], python[&name]["signature"],
+                "{name}: ours {ours:#}, DSPy's {:#}",
+                python[&name]
+            );
+        }
+        let instructions = agent.predictors()[0].1.state().instructions;
+        assert!(
+            instructions.contains("It takes arguments {'term': {'type': 'string'}}"),
+            "{instructions}"
+        );
+    })
+}

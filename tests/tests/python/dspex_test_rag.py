@@ -42,3 +42,28 @@ def rag_save_fresh(save_to: str) -> None:
         "Answer like Python would."
     )
     program.save(save_to)
+
+
+@tool(name="react_state")
+def react_state(instructions: str) -> dict:
+    """DSPy's own ReAct for `question -> answer` with a tool `lookup(term: str)`: its state, to
+    compare with the Rust ReAct's."""
+
+    def lookup(term: str) -> str:
+        """Looks a term up."""
+        return term
+
+    signature = dspy.Signature("question -> answer", instructions)
+    agent = dspy.ReAct(signature, tools=[dspy.Tool(lookup, desc="Looks a term up.")], max_iters=3)
+    return agent.dump_state()
+
+
+@tool(name="optimiser_runs")
+def optimiser_runs() -> int:
+    """How many optimiser runs (`ProgramHost`s) this worker still holds."""
+    import gc
+
+    from snakepit_bridge.programs import HOSTS
+
+    gc.collect()
+    return len(HOSTS)

@@ -12,6 +12,7 @@
 //! | `Option<T>`                                     | `Optional(T)`            | `optional: T`            | `Optional[T]`       |
 //! | a `#[dspy_type]` enum without data              | `Literal(variants)`      | `literal: [...]`         | `Literal[...]`      |
 //! | a `#[dspy_type]` struct                         | `Object(ObjectType)`     | `object: name` + `ObjectDef` once per signature | a pydantic model |
+//! | (untyped: ReAct's tool arguments)               | `Any`                    | `scalar: ANY`            | `typing.Any`        |
 
 use std::collections::BTreeSet;
 
@@ -40,6 +41,8 @@ pub enum FieldType {
     Literal(Vec<String>),
     /// A nested object (a pydantic model on the Python side).
     Object(ObjectType),
+    /// `typing.Any`: any value (untyped signatures such as ReAct's tool arguments).
+    Any,
 }
 
 /// A nested object type: a name and typed fields.
@@ -96,6 +99,7 @@ impl FieldType {
             FieldType::Integer => kind("integer"),
             FieldType::Float => kind("number"),
             FieldType::Boolean => kind("boolean"),
+            FieldType::Any => schema(Vec::new()),
             FieldType::List(inner) => schema(vec![
                 ("type", "array".into()),
                 ("items", inner.json_schema()),
@@ -155,6 +159,7 @@ impl FieldType {
             FieldType::Integer => Kind::Scalar(pb::ScalarType::Int as i32),
             FieldType::Float => Kind::Scalar(pb::ScalarType::Float as i32),
             FieldType::Boolean => Kind::Scalar(pb::ScalarType::Bool as i32),
+            FieldType::Any => Kind::Scalar(pb::ScalarType::Any as i32),
             FieldType::List(inner) => Kind::List(boxed(inner, objects, seen)),
             FieldType::Map(inner) => Kind::Map(boxed(inner, objects, seen)),
             FieldType::Optional(inner) => Kind::Optional(boxed(inner, objects, seen)),
