@@ -2,7 +2,7 @@
 //! `dspex::Program`, with a generated `new`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields};
 
@@ -63,18 +63,44 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let types: Vec<_> = fields.iter().map(|f| &f.ty).collect();
     let dspex = format_ident!("dspex");
     let new_doc = format!("A `{ident}` on `dspex`: each predictor fresh, with the pool's LM.");
+    // Every impl holds only when each field is a program (a higher-ranked bound, not checked where
+    // it is written), and one check per field says which is not: one error, not one per impl.
+    let bounds = quote! { #(for<'dspex> #types: ::dspex::Program,)* };
+    let checks = types.iter().map(|ty| {
+        quote_spanned! {ty.span()=> ::dspex::__private::assert_program::<#ty>(); }
+    });
+    let name = ident.to_string();
     Ok(quote! {
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #input
 
-        impl #ident {
+        const _: () = {
+            fn fields_are_programs() {
+                #(#checks)*
+            }
+        };
+
+        impl ::core::clone::Clone for #ident where #bounds {
+            fn clone(&self) -> Self {
+                Self { #( #names: ::core::clone::Clone::clone(&self.#names), )* }
+            }
+        }
+
+        impl ::core::fmt::Debug for #ident where #bounds {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name)
+                    #( .field(#keys, &self.#names) )*
+                    .finish()
+            }
+        }
+
+        impl #ident where #bounds {
             #[doc = #new_doc]
             #vis fn new(#dspex: &::dspex::Dspex) -> Self {
                 Self { #( #names: <#types as ::dspex::Program>::__build(#dspex), )* }
             }
         }
 
-        impl ::dspex::Program for #ident {
+        impl ::dspex::Program for #ident where #bounds {
             fn __build(#dspex: &::dspex::Dspex) -> Self {
                 Self::new(#dspex)
             }

@@ -117,6 +117,16 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
             map.insert(::std::string::String::from(#key), <#ty as ::dspex::DspyType>::to_value(&self.#field));
         }
     });
+    let field_types = |fields: &[&SigField]| {
+        fields
+            .iter()
+            .map(|f| {
+                let (ty, key) = (&f.ty, f.name());
+                quote! { (#key, <#ty as ::dspex::DspyType>::field_type()) }
+            })
+            .collect::<Vec<_>>()
+    };
+    let (input_types, output_types) = (field_types(&inputs), field_types(&outputs));
     let from_outputs = outputs.iter().map(|f| {
         let (field, ty, key) = (&f.ident, &f.ty, f.name());
         quote! { #field: ::dspex::__private::take_field::<#ty>(&mut outputs, #key)?, }
@@ -172,6 +182,10 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
             ) -> ::core::result::Result<Self, ::dspex::DecodeError> {
                 ::core::result::Result::Ok(Self { #(#from_inputs)* })
             }
+
+            fn field_types() -> ::std::vec::Vec<(&'static str, ::dspex::__private::FieldType)> {
+                ::std::vec![#(#input_types),*]
+            }
         }
 
         impl ::dspex::SignatureOutput for #output_ident where #bounds {
@@ -185,6 +199,10 @@ fn quote_signature(sig: &ast::SignatureStruct) -> TokenStream {
                 let mut map = ::dspex::__private::Map::new();
                 #(#to_outputs)*
                 map
+            }
+
+            fn field_types() -> ::std::vec::Vec<(&'static str, ::dspex::__private::FieldType)> {
+                ::std::vec![#(#output_types),*]
             }
         }
 

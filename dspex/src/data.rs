@@ -1,7 +1,10 @@
-//! Datasets of [`Example`]s: loaded from JSON Lines, split into train and dev sets with a seed.
+//! Datasets of [`Example`]s: loaded from JSON Lines or CSV, split into train and dev sets with a
+//! seed.
 //!
 //! Each line of a JSON Lines file is one example: a flat object holding the input and the output
 //! fields by name (other keys are ignored), as DSPy's own examples are. Blank lines are skipped.
+//! A CSV file has a header row naming the columns; each field is read from its column by the
+//! field's type (see [`csv`]).
 //!
 //! ```
 //! use dspex::prelude::*;
@@ -30,8 +33,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use snakepit_grpc_bridge::api::dspy::FieldType;
 
 use crate::Example;
+use crate::signature::{SignatureInput, SignatureOutput};
 
 /// What can go wrong reading a dataset.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,125 @@ where
         examples.push(Example { input, output });
     }
     Ok(examples)
+}
+
+/// The examples of a CSV file (with a header row), in file order. Each input and output field is
+/// read from the column of its name, by its type: text as it is, numbers and booleans
+/// (`true`/`false`, `1`/`0`) parsed, an empty cell for an `Option` field is `None`, lists, maps
+/// and `#[dspy_type]` structs are JSON in the cell, `#[dspy_type]` enums their variant's name.
+/// Other columns are ignored. A missing column is a [`DataError::Row`] at line 1; a cell that
+/// does not parse names its line and field.
+///
+/// ```
+/// use dspex::prelude::*;
+///
+/// /// Add two numbers.
+/// #[dspy_signature]
+/// pub struct Sum {
+///     #[input]
+///     pub a: i64,
+///     #[input]
+///     pub b: i64,
+///     #[output]
+///     pub sum: i64,
+///     #[output]
+///     pub note: Option<String>,
+/// }
+///
+/// # fn main() -> dspex::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("sums.csv");
+/// # std::fs::write(&path, "a,b,sum,note\n1,2,3,\n2,2,4,\"even, both\"\n").unwrap();
+/// let examples: Vec<Example<SumInput, SumOutput>> = dspex::data::csv(&path)?;
+/// assert_eq!(examples[0].input, SumInput { a: 1, b: 2 });
+/// assert_eq!(examples[1].output.note.as_deref(), Some("even, both"));
+/// # Ok(())
+/// # }
+/// ```
+pub fn csv<I, O>(path: impl AsRef<Path>) -> Result<Vec<Example<I, O>>, DataError>
+where
+    I: SignatureInput + DeserializeOwned,
+    O: SignatureOutput + DeserializeOwned,
+{
+    let path = path.as_ref();
+    let row_error = |line: usize, message: String| DataError::Row {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    let mut reader = ::csv::Reader::from_path(path).map_err(|e| match e.into_kind() {
+        ::csv::ErrorKind::Io(source) => DataError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        other => row_error(1, format!("{other:?}")),
+    })?;
+    let headers = reader
+        .headers()
+        .map_err(|e| row_error(1, format!("cannot read the header row: {e}")))?
+        .clone();
+    let mut fields = I::field_types();
+    fields.extend(O::field_types());
+    let mut columns = Vec::new();
+    for (name, field_type) in fields {
+        let Some(column) = headers.iter().position(|h| h.trim() == name) else {
+            let found: Vec<&str> = headers.iter().collect();
+            return Err(row_error(
+                1,
+                format!("no column `{name}` (the header has: {})", found.join(", ")),
+            ));
+        };
+        columns.push((name, field_type, column));
+    }
+    let mut examples = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            row_error(line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let mut row = serde_json::Map::new();
+        for (name, field_type, column) in &columns {
+            let cell = record.get(*column).unwrap_or("");
+            let value = cell_value(field_type, cell)
+                .map_err(|message| row_error(line, format!("field `{name}`: {message}")))?;
+            row.insert((*name).to_owned(), value);
+        }
+        let row = Json::Object(row);
+        let input = I::deserialize(&row).map_err(|e| row_error(line, format!("input: {e}")))?;
+        let output = O::deserialize(&row).map_err(|e| row_error(line, format!("output: {e}")))?;
+        examples.push(Example { input, output });
+    }
+    Ok(examples)
+}
+
+/// A CSV cell read as a field of `field_type`.
+fn cell_value(field_type: &FieldType, cell: &str) -> Result<Json, String> {
+    let trimmed = cell.trim();
+    match field_type {
+        FieldType::String | FieldType::Literal(_) => Ok(Json::String(cell.to_owned())),
+        FieldType::Integer => trimmed
+            .parse::<i64>()
+            .map(Json::from)
+            .map_err(|_| format!("expected an integer, got {cell:?}")),
+        FieldType::Float => trimmed
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Json::Number)
+            .ok_or_else(|| format!("expected a number, got {cell:?}")),
+        FieldType::Boolean => match trimmed.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Json::Bool(true)),
+            "false" | "0" => Ok(Json::Bool(false)),
+            _ => Err(format!("expected true or false, got {cell:?}")),
+        },
+        FieldType::Optional(_) if trimmed.is_empty() => Ok(Json::Null),
+        FieldType::Optional(inner) => cell_value(inner, cell),
+        FieldType::Any => {
+            Ok(serde_json::from_str(trimmed).unwrap_or(Json::String(cell.to_owned())))
+        }
+        _ => serde_json::from_str(trimmed).map_err(|e| format!("expected JSON in the cell: {e}")),
+    }
 }
 
 /// Splits `items` into a train set of `train_fraction` of them (rounded to the nearest whole item)

@@ -16,6 +16,9 @@ pub use crate::types::{expect_map, expect_variant, take_field};
 /// checked where it is written: with a bad field type they do not exist, instead of each failing.)
 pub fn assert_dspy_type<T: crate::DspyType>() {}
 
+/// Fails to compile, once, at a `#[dspy_module]` field whose type is not a program.
+pub fn assert_program<T: crate::Program>() {}
+
 use snakepit_grpc_bridge::api::dspy::CallOptions;
 
 use crate::dspex::Dspex;

@@ -37,7 +37,7 @@ pub fn join_path(path: &str, field: &str) -> String {
     message = "`{Self}` is not a DSPy program",
     note = "the fields of a #[dspy_module] are programs: Predict<S>, ChainOfThought<S>, or other #[dspy_module] structs"
 )]
-pub trait Program: Clone + Send + Sync + Sized + 'static {
+pub trait Program: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn __build(dspex: &Dspex) -> Self;
 
@@ -132,6 +132,10 @@ pub trait Program: Clone + Send + Sync + Sized + 'static {
 /// let out = rag.forward(RewriteInput { question: "Who wrote Dune?".into() }).await?;
 /// # Ok(()) }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `forward`: it is not a `dspex::Module`",
+    note = "write `impl Module for {Self} {{ type Input = ...; type Output = ...; async fn forward(...) }}`"
+)]
 pub trait Module: Program {
     /// What the program takes: a signature's input struct, or any such struct.
     type Input: SignatureInput;

@@ -1,7 +1,7 @@
 //! The [`Signature`] trait that `#[dspy_signature]` implements.
 
 use snakepit_grpc_bridge::Map;
-use snakepit_grpc_bridge::api::dspy::SignatureSpec;
+use snakepit_grpc_bridge::api::dspy::{FieldType, SignatureSpec};
 
 use crate::error::DecodeError;
 
@@ -23,6 +23,8 @@ pub trait SignatureInput: Clone + std::fmt::Debug + PartialEq + Send + Sync + 's
     fn to_inputs(&self) -> Map;
     /// Reads the inputs back from such a map (fields it does not declare are ignored).
     fn from_inputs(inputs: Map) -> Result<Self, DecodeError>;
+    /// Each field's name and DSPy type, in order (what a CSV cell is read as).
+    fn field_types() -> Vec<(&'static str, FieldType)>;
 }
 
 /// The output struct of a signature: read from DSPy's prediction.
@@ -33,4 +35,6 @@ pub trait SignatureOutput:
     fn from_outputs(outputs: Map) -> Result<Self, DecodeError>;
     /// The outputs as a map of field name to value (what a DSPy prediction of them holds).
     fn to_outputs(&self) -> Map;
+    /// Each field's name and DSPy type, in order.
+    fn field_types() -> Vec<(&'static str, FieldType)>;
 }
