@@ -33,6 +33,7 @@ from snakepit_bridge.threads import executor
 
 FORWARD_TOOL = "dspex.forward"
 METRIC_TOOL = "dspex.metric"
+PROGRESS_TOOL = "dspex.progress"
 
 # Hosts by id: a RustProgram (and every copy an optimiser makes of it) names its host by id, so
 # copying a program copies a string. Weak: a host lives as long as its session keeps it.
@@ -145,6 +146,7 @@ class ProgramHost:
         self._lock = threading.Lock()
         self.cancelled = False
         self.metric_calls = 0
+        self.trials = 0
         rust_program, _ = classes()
         self.student = rust_program(self.id)
         if len(modules) == 1 and not modules[0]["path"]:
@@ -254,6 +256,20 @@ class ProgramHost:
             raise MetricFailed(answer["metric_error"])
         return float(answer["score"])
 
+    def trial(self, score: Any) -> None:
+        """One evaluation of a candidate program (a trial of MIPROv2, a candidate of COPRO or of
+        random search) ended: tells Rust, without waiting, when it asked for progress."""
+        channel = self.session.callbacks
+        if channel is None or PROGRESS_TOOL not in channel.tools or self.cancelled:
+            return
+        self.trials += 1
+        # DSPy's Evaluate scores in percent; the Rust side scores as the metric does.
+        value = float(score) / 100.0 if isinstance(score, (int, float)) else None
+        future = asyncio.run_coroutine_threadsafe(
+            channel.call(PROGRESS_TOOL, {"trial": self.trials, "score": value}), self.loop
+        )
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     def cancel(self) -> None:
         """Stops the run: every optimiser thread waiting on Rust, or calling it next, gets
         ``CompileCancelled``."""
@@ -316,8 +332,12 @@ class ProgramHost:
                 optimizer_object = cls(**init)
             except TypeError as exc:
                 raise InvalidArgument(f"cannot create {optimizer}: {exc}") from None
+            callbacks = [*(dspy.settings.callbacks or []), _trial_callback_class()(self)]
             try:
-                compiled = optimizer_object.compile(self.student, trainset=train, **compile_kwargs)
+                with dspy.context(callbacks=callbacks):
+                    compiled = optimizer_object.compile(
+                        self.student, trainset=train, **compile_kwargs
+                    )
             except MetricFailed as exc:
                 raise CallbackFailed(f"the metric failed: {exc}") from None
             except CompileCancelled:
@@ -338,6 +358,23 @@ class ProgramHost:
         from snakepit_bridge.messages import pb2
 
         return pb2
+
+
+@functools.cache
+def _trial_callback_class() -> type:
+    from dspy.utils.callback import BaseCallback
+
+    class TrialCallback(BaseCallback):
+        """Reports each `dspy.Evaluate` of a run (its candidates and trials) to its host."""
+
+        def __init__(self, host: ProgramHost) -> None:
+            self.host = host
+
+        def on_evaluate_end(self, call_id: str, outputs: Any, exception: Any = None) -> None:
+            if exception is None:
+                self.host.trial(getattr(outputs, "score", None))
+
+    return TrialCallback
 
 
 def _optimizer_class(name: str) -> Any:

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dspex::optimize::{Auto, CompileProgress};
+use dspex::optimize::{Auto, CompileProgress, ProgressKind};
 use dspex::prelude::*;
 use support::eventually;
 use tokio::runtime::Runtime;
@@ -217,7 +217,16 @@ fn copro_rewrites_instructions_with_its_prompt_model() {
 fn miprov2_searches_instructions_and_demos() {
     run(async {
         let rag = Rag::new(tuning().await);
+        let trials = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = trials.clone();
         let compiled = MIPROv2::new(exact)
+            .on_progress(move |p: &CompileProgress| {
+                if p.kind == ProgressKind::Trial {
+                    seen.lock()
+                        .unwrap()
+                        .push((p.trials, p.trial_score, p.best_trial_score));
+                }
+            })
             .budget(2, 3)
             .max_bootstrapped_demos(1)
             .max_labeled_demos(1)
@@ -232,6 +241,20 @@ fn miprov2_searches_instructions_and_demos() {
                 .iter()
                 .any(|(_, p)| !p.demos().is_empty());
         assert!(changed, "{:?}", summary(&compiled));
+        // Each trial was reported, numbered, with its score and the best so far.
+        let trials = trials.lock().unwrap();
+        assert!(trials.len() >= 3, "{trials:?}");
+        // (Events come from concurrent tasks: numbered in order, reported in about that order.)
+        let mut numbers: Vec<usize> = trials.iter().map(|t| t.0).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=trials.len()).collect::<Vec<_>>());
+        let last = trials.last().unwrap();
+        assert!(last.1.is_some() && last.2 >= last.1, "{trials:?}");
+        assert_eq!(
+            last.2,
+            Some(1.0),
+            "a tuned candidate answers every example: {trials:?}"
+        );
     })
 }
 
@@ -336,6 +359,10 @@ fn dropping_a_compilation_stops_it_and_the_pool_keeps_serving() {
             "the compilation started"
         );
         assert_eq!(runs().await, 1, "the run is in the worker");
+        // The worker serves other calls while the optimiser runs.
+        let out = rag.forward(example("q", 3).input).await.unwrap();
+        assert_eq!(out.answer, "a3");
+        assert!(!compile.is_finished());
         compile.abort();
         assert!(compile.await.unwrap_err().is_cancelled());
         let pool = dspex.bridge().pool();
@@ -361,6 +388,36 @@ fn dropping_a_compilation_stops_it_and_the_pool_keeps_serving() {
         // The next call works, on the same worker.
         let out = rag.forward(example("q", 7).input).await.unwrap();
         assert_eq!(out.answer, "a7");
+        dspex.shutdown().await.unwrap();
+    })
+}
+
+#[test]
+fn a_compilation_is_not_cut_by_the_pool_s_request_timeout() {
+    run(async {
+        let dspex = Dspex::builder()
+            .lm(rule_lm(0))
+            .workers(1)
+            .python_path(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../dspex/examples/python"
+            ))
+            .bridge(|b| b.pool(|p| p.request_timeout(Some(Duration::from_millis(300)))))
+            .start()
+            .await
+            .expect("dspex starts");
+        let rag = Rag::new(&dspex);
+        // 8 examples x 2 steps x 50 ms: over a second, in calls of 50 ms each.
+        let started = std::time::Instant::now();
+        let compiled = BootstrapFewShot::new(exact)
+            .max_bootstrapped_demos(8)
+            .max_labeled_demos(0)
+            .teacher_lm(rule_lm(50))
+            .compile(&rag, &trainset("q", 8))
+            .await
+            .unwrap();
+        assert!(started.elapsed() > Duration::from_millis(600));
+        assert_eq!(compiled.predictors()[0].1.demos().len(), 8);
         dspex.shutdown().await.unwrap();
     })
 }

@@ -29,4 +29,4 @@ pub use optimizers::{
     Auto, BootstrapFewShot, BootstrapFewShotWithRandomSearch, COPRO, GEPA, LabeledFewShot, MIPROv2,
     NoMetric, SIMBA,
 };
-pub use run::CompileProgress;
+pub use run::{CompileProgress, ProgressKind};

@@ -21,10 +21,23 @@ use crate::program::Module;
 use crate::signature::{SignatureInput, SignatureOutput};
 use crate::state::PredictorState;
 
-/// Progress of a compilation, after each metric call.
+/// What a [`CompileProgress`] event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProgressKind {
+    /// The metric scored one example.
+    Scored,
+    /// The optimiser evaluated one candidate program on a dataset (a trial of MIPROv2, a
+    /// candidate of COPRO or of random search: each `dspy.Evaluate` of the run).
+    Trial,
+}
+
+/// Progress of a compilation: an event after each metric call and after each trial.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CompileProgress {
+    /// What this event reports.
+    pub kind: ProgressKind,
     /// The optimiser.
     pub optimizer: &'static str,
     /// Runs of the program's `forward` so far.
@@ -35,6 +48,12 @@ pub struct CompileProgress {
     pub last_score: f64,
     /// The best score so far.
     pub best_score: f64,
+    /// Candidate programs evaluated so far.
+    pub trials: usize,
+    /// The last candidate's score (mean over its dataset), if the optimiser evaluates candidates.
+    pub trial_score: Option<f64>,
+    /// The best candidate's score so far.
+    pub best_trial_score: Option<f64>,
     /// Time since the compilation started.
     pub elapsed: Duration,
 }
@@ -60,6 +79,7 @@ pub(crate) struct Run<'a, I, O> {
 /// The Rust forward tool's and metric tool's names (`programs.py` has the same).
 const FORWARD_TOOL: &str = "dspex.forward";
 const METRIC_TOOL: &str = "dspex.metric";
+const PROGRESS_TOOL: &str = "dspex.progress";
 
 fn rows<I: SignatureInput, O: SignatureOutput>(examples: &[Example<I, O>]) -> Value {
     Value::List(
@@ -118,11 +138,15 @@ pub(crate) async fn compile<P: Module>(
 
     let started = Instant::now();
     let counters = Arc::new(Mutex::new(CompileProgress {
+        kind: ProgressKind::Scored,
         optimizer,
         forwards: 0,
         metric_calls: 0,
         last_score: 0.0,
         best_score: f64::NEG_INFINITY,
+        trials: 0,
+        trial_score: None,
+        best_trial_score: None,
         elapsed: Duration::ZERO,
     }));
     session
@@ -132,6 +156,15 @@ pub(crate) async fn compile<P: Module>(
             forward_tool(program.clone(), host.clone(), counters.clone()),
         )
         .await?;
+    if let Some(report) = &run.progress {
+        session
+            .register_rust_tool(
+                PROGRESS_TOOL,
+                "the optimiser's trials",
+                trial_tool(counters.clone(), started, report.clone()),
+            )
+            .await?;
+    }
     let mut init = plan.init;
     if let Some(metric) = &run.metric {
         init.insert("$metric".into(), Value::Bool(true));
@@ -258,6 +291,28 @@ fn forward_tool<P: Module>(
     }
 }
 
+fn trial_tool(
+    counters: Arc<Mutex<CompileProgress>>,
+    started: Instant,
+    report: OnProgress,
+) -> impl Fn(Map) -> futures_util::future::BoxFuture<'static, ToolResult> + Send + Sync + 'static {
+    move |args: Map| {
+        let snapshot = {
+            let mut c = counters.lock().expect("progress lock");
+            c.kind = ProgressKind::Trial;
+            c.trials += 1;
+            c.trial_score = args.get("score").and_then(Value::as_f64);
+            if let Some(score) = c.trial_score {
+                c.best_trial_score = Some(c.best_trial_score.map_or(score, |b| b.max(score)));
+            }
+            c.elapsed = started.elapsed();
+            c.clone()
+        };
+        report(&snapshot);
+        futures_util::future::ready(Ok(Value::Null)).boxed()
+    }
+}
+
 fn metric_tool<I: SignatureInput, O: SignatureOutput>(
     metric: Arc<dyn Metric<I, O>>,
     examples: Arc<Named<I, O>>,
@@ -310,6 +365,7 @@ fn metric_tool<I: SignatureInput, O: SignatureOutput>(
                 Ok(score) => {
                     let snapshot = {
                         let mut c = counters.lock().expect("progress lock");
+                        c.kind = ProgressKind::Scored;
                         c.metric_calls += 1;
                         c.last_score = score;
                         c.best_score = c.best_score.max(score);
