@@ -4,7 +4,7 @@
 //! Each line of a JSON Lines file is one example: a flat object holding the input and the output
 //! fields by name (other keys are ignored), as DSPy's own examples are. Blank lines are skipped.
 //! A CSV file has a header row naming the columns; each field is read from its column by the
-//! field's type (see [`csv`]).
+//! field's type (see [`csv()`]).
 //!
 //! ```
 //! use dspex::prelude::*;

@@ -1,2 +1,5 @@
-//! End-to-end, reliability and trybuild UI tests of dspex live in `tests/`; this library is empty.
-//! The `bridge-owner` binary is a helper of the reliability tests.
+//! End-to-end, reliability and trybuild UI tests of dspex live in `tests/`; this library holds
+//! what several of them share (`rag`). The `bridge-owner` binary is a helper of the reliability
+//! tests.
+
+pub mod rag;

@@ -7,66 +7,20 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dspex::DspexBuilder;
 use dspex::optimize::{Auto, CompileProgress, ProgressKind};
 use dspex::prelude::*;
-use support::eventually;
-use tokio::runtime::Runtime;
+use dspex_tests::rag::{AnswerOutput, Rag, exact};
+use support::{eventually, run};
 use tokio::sync::OnceCell;
 
-/// Rewrite the question as a search query.
-#[dspy_signature]
-pub struct Rewrite {
-    #[input]
-    pub question: String,
-    #[output]
-    pub query: String,
-}
+type Ex = dspex_tests::rag::Ex;
 
-/// Answer the question using the query.
-#[dspy_signature]
-pub struct Answer {
-    #[input]
-    pub question: String,
-    #[input]
-    pub query: String,
-    #[output]
-    pub answer: String,
-}
-
-#[dspy_module]
-pub struct Rag {
-    rewrite: Predict<Rewrite>,
-    answer: ChainOfThought<Answer>,
-}
-
-impl Module for Rag {
-    type Input = RewriteInput;
-    type Output = AnswerOutput;
-
-    async fn forward(&self, input: RewriteInput) -> dspex::Result<AnswerOutput> {
-        let query = self.rewrite.call(input.clone()).await?.query;
-        self.answer
-            .forward(AnswerInput {
-                question: input.question,
-                query,
-            })
-            .await
-    }
-}
-
-type Ex = Example<RewriteInput, AnswerOutput>;
-
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime::new().expect("runtime"));
 static DSPEX: OnceCell<Dspex> = OnceCell::const_new();
 static TUNING: OnceCell<Dspex> = OnceCell::const_new();
-
-fn run<F: std::future::Future>(body: F) -> F::Output {
-    RUNTIME.block_on(body)
-}
 
 fn rule_lm(delay_ms: i64) -> Lm {
     let mut kwargs = dspex::__private::Map::new();
@@ -85,7 +39,8 @@ async fn start(workers: usize) -> Dspex {
     start_with(workers, rule_lm(0)).await
 }
 
-async fn start_with(workers: usize, lm: Lm) -> Dspex {
+/// A pool of `workers` on `lm`, with the rule LM's module on the path.
+fn builder(workers: usize, lm: Lm) -> DspexBuilder {
     Dspex::builder()
         .lm(lm)
         .workers(workers)
@@ -93,9 +48,10 @@ async fn start_with(workers: usize, lm: Lm) -> Dspex {
             env!("CARGO_MANIFEST_DIR"),
             "/../dspex/examples/python"
         ))
-        .start()
-        .await
-        .expect("dspex starts")
+}
+
+async fn start_with(workers: usize, lm: Lm) -> Dspex {
+    builder(workers, lm).start().await.expect("dspex starts")
 }
 
 async fn dspex() -> &'static Dspex {
@@ -108,22 +64,11 @@ async fn tuning() -> &'static Dspex {
 }
 
 fn example(tag: &str, i: usize) -> Ex {
-    Example::new(
-        RewriteInput {
-            question: format!("<{tag}{i}>"),
-        },
-        AnswerOutput {
-            answer: format!("a{i}"),
-        },
-    )
+    dspex_tests::rag::example(tag, i, &format!("a{i}"))
 }
 
 fn trainset(tag: &str, n: usize) -> Vec<Ex> {
     (0..n).map(|i| example(tag, i)).collect()
-}
-
-fn exact(ex: &Ex, out: &AnswerOutput) -> bool {
-    ex.output.answer == out.answer
 }
 
 /// The instructions and demo counts of each predictor.
@@ -315,13 +260,7 @@ fn simba_adds_demos_or_rules() {
 fn dropping_a_compilation_stops_it_and_the_pool_keeps_serving() {
     run(async {
         // One worker: the compilation and the next call share it.
-        let dspex = Dspex::builder()
-            .lm(rule_lm(0))
-            .workers(1)
-            .python_path(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../dspex/examples/python"
-            ))
+        let dspex = builder(1, rule_lm(0))
             .python_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python"))
             .import("dspex_test_rag")
             .start()
@@ -395,13 +334,7 @@ fn dropping_a_compilation_stops_it_and_the_pool_keeps_serving() {
 #[test]
 fn a_compilation_is_not_cut_by_the_pool_s_request_timeout() {
     run(async {
-        let dspex = Dspex::builder()
-            .lm(rule_lm(0))
-            .workers(1)
-            .python_path(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../dspex/examples/python"
-            ))
+        let dspex = builder(1, rule_lm(0))
             .bridge(|b| b.pool(|p| p.request_timeout(Some(Duration::from_millis(300)))))
             .start()
             .await

@@ -5,64 +5,20 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dspex::prelude::*;
-use dspex::{CallOptions, Value};
-use tokio::runtime::Runtime;
+use dspex::{CallOptions, StateError, Value};
+use dspex_tests::rag::{
+    Answer, AnswerInput, AnswerOutput, Rag, Rewrite, RewriteInput, exact, example,
+};
+use support::run;
 use tokio::sync::OnceCell;
 
-/// Rewrite the question as a search query.
-#[dspy_signature]
-pub struct Rewrite {
-    #[input]
-    pub question: String,
-    #[output]
-    pub query: String,
-}
+type Ex = dspex_tests::rag::Ex;
 
-/// Answer the question using the query.
-#[dspy_signature]
-pub struct Answer {
-    #[input]
-    pub question: String,
-    #[input]
-    pub query: String,
-    #[output]
-    pub answer: String,
-}
-
-#[dspy_module]
-pub struct Rag {
-    rewrite: Predict<Rewrite>,
-    answer: ChainOfThought<Answer>,
-}
-
-impl Module for Rag {
-    type Input = RewriteInput;
-    type Output = AnswerOutput;
-
-    async fn forward(&self, input: RewriteInput) -> dspex::Result<AnswerOutput> {
-        let query = self.rewrite.call(input.clone()).await?.query;
-        self.answer
-            .forward(AnswerInput {
-                question: input.question,
-                query,
-            })
-            .await
-    }
-}
-
-type Ex = Example<RewriteInput, AnswerOutput>;
-
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime::new().expect("runtime"));
 static DSPEX: OnceCell<Dspex> = OnceCell::const_new();
-
-fn run<F: std::future::Future>(body: F) -> F::Output {
-    RUNTIME.block_on(body)
-}
 
 fn map(pairs: &[(&str, &str)]) -> Value {
     Value::Map(
@@ -107,21 +63,6 @@ async fn start(workers: usize) -> Dspex {
 /// Two workers shared by the tests of this binary.
 async fn dspex() -> &'static Dspex {
     DSPEX.get_or_init(|| start(2)).await
-}
-
-fn example(tag: &str, i: usize, answer: &str) -> Ex {
-    Example::new(
-        RewriteInput {
-            question: format!("<{tag}{i}>"),
-        },
-        AnswerOutput {
-            answer: answer.to_owned(),
-        },
-    )
-}
-
-fn exact(ex: &Ex, out: &AnswerOutput) -> bool {
-    ex.output.answer == out.answer
 }
 
 #[test]
@@ -317,8 +258,6 @@ fn a_file_for_another_program_is_refused_with_what_does_not_fit() {
         ));
     })
 }
-
-use dspex::StateError;
 
 #[test]
 fn evaluate_counts_failures_apart_from_low_scores() {
