@@ -1,16 +1,16 @@
 //! The two-step program the program and optimiser tests share: rewrite a question `<tagN>` into a
 //! query, then answer it with reasoning. The test LMs answer `<tagN>` with `find-tagN`, and that
-//! query with `aN`.
+//! query with `aN`. Its fields have no descriptions, like its Python twin's
+//! (`tests/tests/python/dspex_test_rag.py`), so that saved states compare equal.
+#![allow(missing_docs)]
 
 use dspex::prelude::*;
 
 /// Rewrite the question as a search query.
 #[dspy_signature]
 pub struct Rewrite {
-    /// The question.
     #[input]
     pub question: String,
-    /// The query.
     #[output]
     pub query: String,
 }
@@ -18,13 +18,10 @@ pub struct Rewrite {
 /// Answer the question using the query.
 #[dspy_signature]
 pub struct Answer {
-    /// The question.
     #[input]
     pub question: String,
-    /// Its search query.
     #[input]
     pub query: String,
-    /// The answer.
     #[output]
     pub answer: String,
 }
