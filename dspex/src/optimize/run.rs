@@ -357,10 +357,6 @@ fn metric_tool<I: SignatureInput, O: SignatureOutput>(
                     );
                 }
             };
-            let name = examples.iter().find(|(_, e)| *e == example).map_or_else(
-                || format!("the example {:?}", example.input),
-                |(n, _)| n.clone(),
-            );
             match checked_score(metric.as_ref(), &example, &output).await {
                 Ok(score) => {
                     let snapshot = {
@@ -377,10 +373,17 @@ fn metric_tool<I: SignatureInput, O: SignatureOutput>(
                     }
                     answer("score", Value::Float(score))
                 }
-                Err(message) => answer(
-                    "metric_error",
-                    Value::from(format!("the metric failed on {name}: {message}")),
-                ),
+                Err(message) => {
+                    // Named by its place in the data (looked up only now: a linear search).
+                    let name = examples.iter().find(|(_, e)| *e == example).map_or_else(
+                        || format!("the example {:?}", example.input),
+                        |(n, _)| n.clone(),
+                    );
+                    answer(
+                        "metric_error",
+                        Value::from(format!("the metric failed on {name}: {message}")),
+                    )
+                }
             }
         }
         .boxed()
