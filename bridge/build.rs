@@ -1,14 +1,13 @@
 //! Compiles `proto/` with a pure-Rust protobuf compiler (no system protoc), and embeds the Python
-//! worker package so that a program using this crate runs outside the repository.
+//! worker package (`python/`) so that a program using this crate runs outside the repository.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest
-        .parent()
-        .ok_or("the bridge crate lives in the workspace")?;
+    // `proto/` and `python/` are links to the workspace's folders in the repository, and plain
+    // folders in the published crate.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_dir = root.join("proto");
     let proto = proto_dir.join("snakepit_bridge.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
