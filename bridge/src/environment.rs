@@ -17,8 +17,19 @@ use sha2::{Digest, Sha256};
 
 use crate::embedded::{PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK};
 
-/// The oldest Python the worker supports (DSPy's own minimum).
-pub const MIN_PYTHON: (u32, u32) = (3, 10);
+/// The oldest Python the pinned requirements install on (`requirements.lock`: cachetools 8 and
+/// numpy 2.4 need 3.11; DSPy itself would take 3.10).
+pub const MIN_PYTHON: (u32, u32) = (3, 11);
+
+/// The interpreters tried, in order, for the managed environment when `DSPEX_BOOTSTRAP_PYTHON`
+/// does not name one: `python3`, then newer versions by name, newest first.
+pub const BOOTSTRAP_CANDIDATES: &[&str] = &[
+    "python3",
+    "python3.14",
+    "python3.13",
+    "python3.12",
+    "python3.11",
+];
 
 /// Why the Python environment is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +51,12 @@ pub enum EnvironmentError {
         program: PathBuf,
         /// Its version.
         found: String,
+    },
+    /// No interpreter on `PATH` is recent enough.
+    #[error("no Python {}.{} or newer found: tried {}; install one, or set DSPEX_BOOTSTRAP_PYTHON (or DSPEX_PYTHON) to one", MIN_PYTHON.0, MIN_PYTHON.1, tried.join(", "))]
+    NoSuitablePython {
+        /// Each interpreter tried, with its version or why it could not be run.
+        tried: Vec<String>,
     },
     /// A provisioning step failed.
     #[error("{step} failed ({status}); its output ended with:\n{output_tail}\n{hint}")]
@@ -226,6 +243,28 @@ fn check_version(python: &Path) -> Result<String, EnvironmentError> {
     Ok(full)
 }
 
+/// The interpreter that builds the managed environment, and its version: `DSPEX_BOOTSTRAP_PYTHON`
+/// if set (then it must do), else the first of [`BOOTSTRAP_CANDIDATES`] on `PATH` that is recent
+/// enough.
+fn bootstrap_python() -> Result<(PathBuf, String), EnvironmentError> {
+    if let Some(named) = std::env::var_os("DSPEX_BOOTSTRAP_PYTHON") {
+        let python = PathBuf::from(named);
+        let version = check_version(&python)?;
+        return Ok((python, version));
+    }
+    let mut tried = Vec::new();
+    for name in BOOTSTRAP_CANDIDATES {
+        match python_version(Path::new(name)) {
+            Ok((major, minor, full)) if (major, minor) >= MIN_PYTHON => {
+                return Ok((PathBuf::from(name), full));
+            }
+            Ok((_, _, full)) => tried.push(format!("{name} ({full})")),
+            Err(_) => tried.push(format!("{name} (not found)")),
+        }
+    }
+    Err(EnvironmentError::NoSuitablePython { tried })
+}
+
 /// Holds an exclusive lock on `path` (created if needed) until dropped.
 fn lock_file(path: &Path) -> Result<File, EnvironmentError> {
     if let Some(parent) = path.parent() {
@@ -284,10 +323,7 @@ fn run_step(step: &str, mut command: Command, hint: &'static str) -> Result<(), 
 
 /// The managed virtual environment for the pinned requirements, created on first use.
 fn managed_venv(cache: &Path) -> Result<PathBuf, EnvironmentError> {
-    let bootstrap = std::env::var_os("DSPEX_BOOTSTRAP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"));
-    let version = check_version(&bootstrap)?;
+    let (bootstrap, version) = bootstrap_python()?;
     let key = hash_hex(&[
         REQUIREMENTS_LOCK.as_bytes(),
         version.as_bytes(),

@@ -306,6 +306,72 @@ fn a_missing_or_old_interpreter_is_a_clear_error() {
     })
 }
 
+/// Set, it makes `helper_resolve_with_the_path_given` resolve the managed environment (in the
+/// default cache) and print the interpreter it was built from, or the error.
+const RESOLVE_WITH_PATH: &str = "DSPEX_TEST_RESOLVE_WITH_PATH";
+
+/// Not a test of its own: the body of the child processes below (it does nothing unless
+/// `RESOLVE_WITH_PATH` is set).
+#[test]
+fn helper_resolve_with_the_path_given() {
+    if std::env::var_os(RESOLVE_WITH_PATH).is_some() {
+        match PythonEnvironment::resolve(&EnvironmentOptions::default()) {
+            Ok(environment) => println!("RESOLVED {}", environment.python().display()),
+            Err(error) => println!("ERROR {error}"),
+        }
+    }
+}
+
+/// Resolves the environment in a child process whose `PATH` is only `dir`.
+fn resolve_with_path(dir: &std::path::Path) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_resolve_with_the_path_given",
+            "--nocapture",
+        ])
+        .env(RESOLVE_WITH_PATH, "1")
+        .env("PATH", dir)
+        .env_remove("DSPEX_BOOTSTRAP_PYTHON")
+        .env_remove("DSPEX_PYTHON")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("RESOLVED") || l.starts_with("ERROR"))
+        .unwrap_or_else(|| panic!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+        .to_owned()
+}
+
+#[test]
+fn an_old_python3_gives_way_to_a_newer_python3_x_and_the_error_lists_what_was_tried() {
+    let real = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("python3");
+    std::fs::write(&old, "#!/bin/sh\necho 3 9 3.9.18\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let error = resolve_with_path(dir.path());
+    assert!(
+        error.starts_with("ERROR no Python 3.11 or newer found")
+            && error.contains("python3 (3.9.18)")
+            && error.contains("python3.12 (not found)")
+            && error.contains("DSPEX_BOOTSTRAP_PYTHON"),
+        "{error}"
+    );
+    // A newer interpreter by its versioned name is taken instead.
+    std::os::unix::fs::symlink(&real, dir.path().join("python3.12")).unwrap();
+    let resolved = resolve_with_path(dir.path());
+    assert!(
+        resolved.starts_with("RESOLVED ") && resolved.contains("/venvs/py3."),
+        "{resolved}"
+    );
+}
+
 /// Set to a cache directory, it makes `helper_resolve_the_environment_in_a_child_process` resolve
 /// the managed environment there and print its interpreter.
 const RESOLVE_IN_CHILD: &str = "DSPEX_TEST_RESOLVE_IN_CHILD";
