@@ -19,10 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = root.join("python");
     let package = python.join("snakepit_bridge");
     println!("cargo:rerun-if-changed={}", package.display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        python.join("requirements.lock").display()
-    );
+    for lock in ["requirements.lock", "requirements-test.lock"] {
+        println!("cargo:rerun-if-changed={}", python.join(lock).display());
+    }
     let mut files = Vec::new();
     collect_python(&package, &package, &mut files)?;
     files.sort();
@@ -43,6 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         generated,
         "/// The pinned requirements of the worker.\npub(crate) static REQUIREMENTS_LOCK: &str = include_str!({:?});",
         python.join("requirements.lock").display()
+    )?;
+    writeln!(
+        generated,
+        "/// The pinned packages of the worker's tests.\npub(crate) static REQUIREMENTS_TEST_LOCK: &str = include_str!({:?});",
+        python.join("requirements-test.lock").display()
     )?;
     writeln!(
         generated,

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::embedded::{PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK};
+use crate::embedded::{PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK, REQUIREMENTS_TEST_LOCK};
+use crate::installer::Installer;
+pub use crate::installer::UV_VERSION;
 
 /// The oldest Python the pinned requirements install on (`requirements.lock`: cachetools 8 and
 /// numpy 2.4 need 3.11; DSPy itself would take 3.10).
@@ -52,6 +54,12 @@ pub enum EnvironmentError {
         /// Its version.
         found: String,
     },
+    /// `DSPEX_INSTALLER` names no installer.
+    #[error("DSPEX_INSTALLER={name:?} is not an installer: use `uv` (the default) or `pip`")]
+    UnknownInstaller {
+        /// What it said.
+        name: String,
+    },
     /// No interpreter on `PATH` is recent enough.
     #[error("no Python {}.{} or newer found: tried {}; install one, or set DSPEX_BOOTSTRAP_PYTHON (or DSPEX_PYTHON) to one", MIN_PYTHON.0, MIN_PYTHON.1, tried.join(", "))]
     NoSuitablePython {
@@ -83,7 +91,10 @@ pub enum EnvironmentError {
     },
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EnvironmentError {
+pub(crate) fn io_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> EnvironmentError {
     let path = path.to_owned();
     move |source| EnvironmentError::Io {
         action,
@@ -99,6 +110,9 @@ pub struct EnvironmentOptions {
     /// Use this interpreter as it is (it must have the packages of `requirements.lock`).
     /// Default: `DSPEX_PYTHON` if set, else a managed virtual environment.
     pub python: Option<PathBuf>,
+    /// Also install the worker's test packages (`requirements-test.lock`: pytest, hypothesis),
+    /// in an environment of their own. Default: false (users get only the runtime lock).
+    pub test_requirements: bool,
     /// The cache directory. Default: see the module documentation.
     pub cache_dir: Option<PathBuf>,
 }
@@ -110,7 +124,14 @@ impl EnvironmentOptions {
         self
     }
 
-    /// Caches the environment under `dir`.
+    /// Also installs the worker's test packages (see
+    /// [`test_requirements`](Self::test_requirements)).
+    pub fn with_test_requirements(mut self) -> Self {
+        self.test_requirements = true;
+        self
+    }
+
+    /// Where the managed environments live. Default: `DSPEX_CACHE_DIR`, else the user's cache.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
@@ -139,7 +160,7 @@ impl PythonEnvironment {
                 check_version(&python)?;
                 (python, false)
             }
-            None => (managed_venv(&cache)?, true),
+            None => (managed_venv(&cache, options.test_requirements)?, true),
         };
         let package_root = materialise(&cache, &python)?;
         Ok(PythonEnvironment {
@@ -186,7 +207,7 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn progress(message: &str) {
+pub(crate) fn progress(message: &str) {
     // Straight to the stderr handle, not eprintln!, so the test harness does not swallow it.
     let _ = writeln!(io::stderr(), "[dspex] {message}");
 }
@@ -266,7 +287,7 @@ fn bootstrap_python() -> Result<(PathBuf, String), EnvironmentError> {
 }
 
 /// Holds an exclusive lock on `path` (created if needed) until dropped.
-fn lock_file(path: &Path) -> Result<File, EnvironmentError> {
+pub(crate) fn lock_file(path: &Path) -> Result<File, EnvironmentError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_error("cannot create", parent))?;
     }
@@ -276,7 +297,11 @@ fn lock_file(path: &Path) -> Result<File, EnvironmentError> {
 }
 
 /// Runs `command`, echoing its output as progress, and fails with its output tail.
-fn run_step(step: &str, mut command: Command, hint: &'static str) -> Result<(), EnvironmentError> {
+pub(crate) fn run_step(
+    step: &str,
+    mut command: Command,
+    hint: &'static str,
+) -> Result<(), EnvironmentError> {
     let program = format!("{:?}", command.get_program());
     let mut child = command
         .stdin(Stdio::null())
@@ -288,10 +313,12 @@ fn run_step(step: &str, mut command: Command, hint: &'static str) -> Result<(), 
             source,
         })?;
     let stderr = child.stderr.take().expect("piped");
+    // Both streams are progress (uv reports on stderr); stderr is also the failure's tail.
     let errors = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
+            .inspect(|line| progress(&format!("  {line}")))
             .collect::<Vec<_>>()
     });
     let mut tail = Vec::new();
@@ -322,21 +349,28 @@ fn run_step(step: &str, mut command: Command, hint: &'static str) -> Result<(), 
 }
 
 /// The managed virtual environment for the pinned requirements, created on first use.
-fn managed_venv(cache: &Path) -> Result<PathBuf, EnvironmentError> {
+fn managed_venv(cache: &Path, with_tests: bool) -> Result<PathBuf, EnvironmentError> {
     let (bootstrap, version) = bootstrap_python()?;
-    let key = hash_hex(&[
-        REQUIREMENTS_LOCK.as_bytes(),
-        version.as_bytes(),
-        std::env::consts::ARCH.as_bytes(),
-    ]);
+    let locks: &[(&str, &str)] = if with_tests {
+        &[
+            ("requirements.lock", REQUIREMENTS_LOCK),
+            ("requirements-test.lock", REQUIREMENTS_TEST_LOCK),
+        ]
+    } else {
+        &[("requirements.lock", REQUIREMENTS_LOCK)]
+    };
+    let mut parts: Vec<&[u8]> = locks.iter().map(|(_, text)| text.as_bytes()).collect();
+    parts.extend([version.as_bytes(), std::env::consts::ARCH.as_bytes()]);
+    let key = hash_hex(&parts);
     let venvs = cache.join("venvs");
-    let venv = venvs.join(format!("py{version}-{key}"));
+    let suffix = if with_tests { "-test" } else { "" };
+    let venv = venvs.join(format!("py{version}-{key}{suffix}"));
     let python = venv.join("bin").join("python");
     let ready = venv.join(".dspex-ready");
     if ready.exists() && damage(&venv).is_none() {
         return Ok(python);
     }
-    let _lock = lock_file(&venvs.join(format!("py{version}-{key}.lock")))?;
+    let _lock = lock_file(&venvs.join(format!("py{version}-{key}{suffix}.lock")))?;
     if ready.exists() {
         match damage(&venv) {
             // Another process finished it while we waited for the lock.
@@ -349,38 +383,26 @@ fn managed_venv(cache: &Path) -> Result<PathBuf, EnvironmentError> {
     }
     let started = Instant::now();
     progress(&format!(
-        "creating the Python environment (first run only, about a minute) in {}",
+        "creating the Python environment (first run only: seconds with uv, a minute with pip) in {}",
         venv.display()
     ));
     if venv.exists() {
         progress("  removing an unfinished earlier attempt");
         fs::remove_dir_all(&venv).map_err(io_error("cannot remove", &venv))?;
     }
-    let mut create = Command::new(&bootstrap);
-    create.arg("-m").arg("venv").arg(&venv);
-    run_step(
-        "creating the virtual environment",
-        create,
-        "On Debian and Ubuntu, `apt-get install python3-venv` provides the venv module.",
-    )?;
-    let requirements = venv.join("requirements.lock");
-    fs::write(&requirements, REQUIREMENTS_LOCK).map_err(io_error("cannot write", &requirements))?;
-    let mut install = Command::new(&python);
-    install
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .args(["--progress-bar", "off", "-r"])
-        .arg(&requirements);
-    run_step(
-        "installing the pinned Python packages",
-        install,
-        "Check that the package index is reachable; the next start retries from scratch.",
-    )?;
+    // The locks sit beside the environment while it is built, and inside it once it is.
+    let mut requirements = Vec::new();
+    for (name, text) in locks {
+        let path = venvs.join(format!("py{version}-{key}{suffix}.{name}"));
+        fs::write(&path, text).map_err(io_error("cannot write", &path))?;
+        requirements.push(path);
+    }
+    let installer = Installer::choose(cache, &bootstrap)?;
+    installer.create(cache, &bootstrap, &venv, &requirements)?;
+    for ((name, _), path) in locks.iter().zip(&requirements) {
+        let kept = venv.join(name);
+        fs::rename(path, &kept).map_err(io_error("cannot move", path))?;
+    }
     let mut check = Command::new(&python);
     check.args(["-c", "import dspy, grpc, grpc_tools, numpy"]);
     run_step(
@@ -494,4 +516,88 @@ pub fn pinned_dspy_version() -> &'static str {
         .find_map(|line| line.trim().strip_prefix("dspy=="))
         .map(|rest| rest.split([' ', ';', '\\']).next().unwrap_or(rest))
         .unwrap_or("unknown")
+}
+
+/// Removes the managed environments that the current locks no longer name (built by an earlier
+/// version of the locks: each holds a copy of the locks it was built from), and unfinished ones
+/// nobody is building. An environment being built (its build lock held) is left alone. Returns
+/// what was removed. `cache` defaults as for [`EnvironmentOptions::cache_dir`].
+///
+/// Workers started from a removed environment keep running; the next start builds what it needs.
+pub fn prune_stale_environments(cache: Option<&Path>) -> Result<Vec<PathBuf>, EnvironmentError> {
+    let cache = cache.map_or_else(default_cache_dir, Path::to_owned);
+    let venvs = cache.join("venvs");
+    let Ok(entries) = fs::read_dir(&venvs) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let venv = entry.path();
+        if !venv.is_dir() {
+            continue;
+        }
+        let current = |name: &str, text: &str| {
+            fs::read_to_string(venv.join(name)).is_ok_and(|kept| kept == text)
+        };
+        let is_test = venv.to_string_lossy().ends_with("-test");
+        let up_to_date = venv.join(".dspex-ready").exists()
+            && current("requirements.lock", REQUIREMENTS_LOCK)
+            && (!is_test || current("requirements-test.lock", REQUIREMENTS_TEST_LOCK));
+        if up_to_date {
+            continue;
+        }
+        // Skip one that a process is building now.
+        let build_lock = venvs.join(format!("{}.lock", entry.file_name().to_string_lossy()));
+        if let Ok(file) = File::options().write(true).open(&build_lock)
+            && file.try_lock().is_err()
+        {
+            continue;
+        }
+        fs::remove_dir_all(&venv).map_err(io_error("cannot remove", &venv))?;
+        let _ = fs::remove_file(&build_lock);
+        removed.push(venv);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    fn venv(cache: &Path, name: &str, ready: bool, lock: &str) -> PathBuf {
+        let dir = cache.join("venvs").join(name);
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::write(dir.join("requirements.lock"), lock).unwrap();
+        if ready {
+            fs::write(dir.join(".dspex-ready"), "x").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn only_environments_of_earlier_locks_and_abandoned_ones_are_pruned() {
+        let cache = tempfile::tempdir().unwrap();
+        let current = venv(cache.path(), "py3.11.7-current", true, REQUIREMENTS_LOCK);
+        let old = venv(cache.path(), "py3.11.7-old", true, "dspy==2.0\n");
+        let abandoned = venv(cache.path(), "py3.11.7-abandoned", false, REQUIREMENTS_LOCK);
+        let building = venv(cache.path(), "py3.11.7-building", false, "");
+        let held = lock_file(&cache.path().join("venvs/py3.11.7-building.lock")).unwrap();
+        let stale_test = venv(cache.path(), "py3.11.7-t-test", true, REQUIREMENTS_LOCK);
+        fs::write(stale_test.join("requirements-test.lock"), "pytest==1\n").unwrap();
+
+        let mut removed = prune_stale_environments(Some(cache.path())).unwrap();
+        removed.sort();
+        let mut expected = vec![abandoned.clone(), old.clone(), stale_test.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(current.exists() && building.exists());
+        assert!(!old.exists() && !abandoned.exists() && !stale_test.exists());
+        drop(held);
+        // Once nobody builds it, it goes too; the current one never does.
+        assert_eq!(
+            prune_stale_environments(Some(cache.path())).unwrap(),
+            vec![building]
+        );
+        assert!(current.exists());
+    }
 }

@@ -39,6 +39,7 @@ mod error;
 mod fast;
 mod fork_server;
 mod framing;
+mod installer;
 mod lm;
 mod transport;
 mod value;

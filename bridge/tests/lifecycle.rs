@@ -372,6 +372,58 @@ fn an_old_python3_gives_way_to_a_newer_python3_x_and_the_error_lists_what_was_tr
     );
 }
 
+/// Resolves the managed environment in a child process with `installer` as `DSPEX_INSTALLER`
+/// and `cache` as its cache: the child's output, and whether it succeeded.
+fn resolve_with_installer(installer: &str, cache: &std::path::Path) -> (String, bool) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_resolve_the_environment_in_a_child_process",
+            "--nocapture",
+        ])
+        .env(RESOLVE_IN_CHILD, cache)
+        .env("DSPEX_INSTALLER", installer)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (text, output.status.success())
+}
+
+#[test]
+fn pip_installs_the_same_hash_checked_lock_when_asked_and_an_unknown_installer_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let (output, ok) = resolve_with_installer("conda", cache.path());
+    assert!(
+        !ok && output.contains("DSPEX_INSTALLER=\"conda\" is not an installer"),
+        "{output}"
+    );
+    let (output, ok) = resolve_with_installer("pip", cache.path());
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("Successfully installed") && !output.contains("installing uv"),
+        "pip installed it: {output}"
+    );
+    let venv = std::fs::read_dir(cache.path().join("venvs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("an environment");
+    let check = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", "import dspy, grpc, optuna; import importlib.util as u; print(u.find_spec('pytest') is None)"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "True",
+        "the runtime lock only"
+    );
+}
+
 /// Set to a cache directory, it makes `helper_resolve_the_environment_in_a_child_process` resolve
 /// the managed environment there and print its interpreter.
 const RESOLVE_IN_CHILD: &str = "DSPEX_TEST_RESOLVE_IN_CHILD";
@@ -382,8 +434,10 @@ const RESOLVE_IN_CHILD: &str = "DSPEX_TEST_RESOLVE_IN_CHILD";
 fn helper_resolve_the_environment_in_a_child_process() {
     if let Some(cache) = std::env::var_os(RESOLVE_IN_CHILD) {
         let options = EnvironmentOptions::default().cache_dir(cache);
-        let environment = PythonEnvironment::resolve(&options).unwrap();
-        println!("PYTHON {}", environment.python().display());
+        match PythonEnvironment::resolve(&options) {
+            Ok(environment) => println!("PYTHON {}", environment.python().display()),
+            Err(error) => panic!("ERROR {error}"),
+        }
     }
 }
 

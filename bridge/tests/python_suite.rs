@@ -8,8 +8,10 @@ use snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
 
 #[test]
 fn the_python_worker_tests_pass() {
-    let environment = PythonEnvironment::resolve(&EnvironmentOptions::default())
-        .expect("the managed Python environment");
+    // The runtime lock and the test lock (pytest, hypothesis), in an environment of their own.
+    let environment =
+        PythonEnvironment::resolve(&EnvironmentOptions::default().with_test_requirements())
+            .expect("the managed Python environment with the test packages");
     let python_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python");
     let output = Command::new(environment.python())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
