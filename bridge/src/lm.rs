@@ -34,6 +34,7 @@ enum LmKind {
         temperature: Option<f64>,
         max_tokens: Option<u32>,
         cache: Option<bool>,
+        kwargs: Map,
     },
 }
 
@@ -62,6 +63,7 @@ impl Lm {
                 temperature: None,
                 max_tokens: None,
                 cache: None,
+                kwargs: Map::new(),
             },
             adapter: LmAdapter::default(),
         }
@@ -187,6 +189,31 @@ impl Lm {
         })
     }
 
+    /// Any other keyword argument of `dspy.LM`, passed through to it (and to LiteLLM): `top_p`,
+    /// `num_retries`, `stop`, ... Ignored by DummyLM and custom LMs (give those their own
+    /// `kwargs`).
+    ///
+    /// ```
+    /// # use snakepit_grpc_bridge::api::dspy::Lm;
+    /// let lm = Lm::for_model("openai/gpt-4o-mini").kwarg("top_p", 0.9).kwarg("num_retries", 3);
+    /// ```
+    pub fn kwarg(self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        self.litellm(|k| {
+            if let LmKind::LiteLlm { kwargs, .. } = k {
+                kwargs.insert(name, value);
+            }
+        })
+    }
+
+    /// The model string of a LiteLLM LM (`None` for DummyLM and custom LMs).
+    pub fn model(&self) -> Option<&str> {
+        match &self.kind {
+            LmKind::LiteLlm { model, .. } => Some(model),
+            _ => None,
+        }
+    }
+
     /// The LM as its encoded `LmConfig` message: for Python code of the bridge that takes LMs as
     /// values (an optimiser's prompt or reflection LM). The key itself never crosses, only the
     /// name of its variable.
@@ -212,6 +239,7 @@ impl Lm {
                 temperature,
                 max_tokens,
                 cache,
+                kwargs,
             } => pb::lm_config::Kind::Litellm(pb::LiteLlmConfig {
                 model: model.clone(),
                 api_base: api_base.clone().unwrap_or_default(),
@@ -219,6 +247,7 @@ impl Lm {
                 temperature: *temperature,
                 max_tokens: *max_tokens,
                 cache: *cache,
+                kwargs: (!kwargs.is_empty()).then(|| map_to_proto(kwargs)),
             }),
         };
         pb::LmConfig {

@@ -115,12 +115,16 @@ fn metric(ex: &Ex, out: &AnswerOutput) -> bool {
 
 #[tokio::main]
 async fn main() -> dspex::Result<()> {
-    let (lm, dataset) = match std::env::var("DSPEX_LM") {
-        Ok(model) if !model.is_empty() => {
-            println!("Using the LM {model} (from DSPEX_LM).");
-            (Lm::for_model(model), real_dataset())
+    // The LM from dspex.toml or DSPEX_* variables (see `dspex::config`), else offline.
+    let (lm, dataset) = match dspex::Config::load()?.lm() {
+        Some(lm) => {
+            println!(
+                "Using the LM {} (from DSPEX_LM or dspex.toml).",
+                lm.model().unwrap_or_default()
+            );
+            (lm, real_dataset())
         }
-        _ => {
+        None => {
             println!("DSPEX_LM is not set: running offline on a deterministic LM that answers");
             println!("right only once its prompt is tuned. For a real model, run for example");
             println!(

@@ -115,23 +115,29 @@ fn offline_lm() -> Lm {
 
 #[tokio::main]
 async fn main() -> dspex::Result<()> {
-    let lm = match std::env::var("DSPEX_LM") {
-        Ok(model) if !model.is_empty() => {
-            println!("Using the LM {model} (from DSPEX_LM).");
-            Lm::for_model(model)
+    // The LM (and anything else) from dspex.toml or DSPEX_* variables: see `dspex::config`.
+    let config = dspex::Config::load()?;
+    let configured = config.apply(Dspex::builder());
+    let builder = match config.lm() {
+        Some(lm) => {
+            println!(
+                "Using the LM {} (from DSPEX_LM or dspex.toml).",
+                lm.model().unwrap_or_default()
+            );
+            configured
         }
-        _ => {
+        None => {
             println!("DSPEX_LM is not set: running offline on DSPy's DummyLM, which answers these");
             println!("three questions from a fixed table. To use a real model, run for example");
             println!(
                 "  DSPEX_LM=openai/gpt-4o-mini OPENAI_API_KEY=... cargo run -p dspex --example quickstart"
             );
-            offline_lm()
+            configured.lm(offline_lm())
         }
     };
 
     let started = Instant::now();
-    let dspex = Dspex::builder().lm(lm).workers(2).start().await?;
+    let dspex = builder.workers(2).start().await?;
     println!(
         "\n2 Python DSPy workers ready in {:.2} s\n",
         started.elapsed().as_secs_f64()

@@ -67,6 +67,9 @@ pub enum Error {
     /// A dataset could not be read (see [`crate::data`]).
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// The configuration (`dspex.toml`, `DSPEX_*`) could not be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A saved program could not be read or written, or does not fit the program.
     #[error(transparent)]
     State(#[from] crate::state::StateError),

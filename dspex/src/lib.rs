@@ -110,6 +110,7 @@ mod signature;
 mod state;
 mod types;
 
+pub mod config;
 pub mod data;
 pub mod metric;
 pub mod optimize;
@@ -122,6 +123,7 @@ pub use snakepit_grpc_bridge;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use config::{Config, ConfigError};
 pub use dspex::{Dspex, DspexBuilder};
 pub use dspex_macros::{defdspy, dspy_module, dspy_signature, dspy_type};
 pub use error::{DecodeError, Error, Result};

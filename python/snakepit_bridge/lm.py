@@ -67,6 +67,11 @@ def build_lm(pb2: Any, config: Any) -> LmSetup:
             kwargs["max_tokens"] = c.max_tokens
         if c.HasField("cache"):
             kwargs["cache"] = c.cache
+        if c.HasField("kwargs"):
+            from snakepit_bridge.values import map_from_proto
+
+            # Any other keyword of dspy.LM (top_p, num_retries, ...); the named fields win.
+            kwargs = {**map_from_proto(pb2, c.kwargs), **kwargs}
         return LmSetup(dspy.LM(c.model, **kwargs), adapter)
     if kind == "custom":
         from snakepit_bridge.values import map_from_proto

@@ -1,0 +1,23 @@
+"""LMs built from their wire configuration (``lm.py``)."""
+
+from conftest import PB2
+
+from snakepit_bridge.lm import build_lm
+from snakepit_bridge.values import to_proto
+
+
+def litellm(**fields):
+    return PB2.LmConfig(litellm=PB2.LiteLlmConfig(model="openai/gpt-4o-mini", **fields))
+
+
+def test_extra_keyword_arguments_reach_dspy_lm_and_named_fields_win():
+    extra = to_proto(PB2, {"top_p": 0.9, "num_retries": 3, "temperature": 0.7}).map
+    setup = build_lm(PB2, litellm(temperature=0.2, kwargs=extra))
+    assert setup.lm.kwargs["top_p"] == 0.9
+    assert setup.lm.num_retries == 3 or setup.lm.kwargs.get("num_retries") == 3
+    assert setup.lm.kwargs["temperature"] == 0.2
+
+
+def test_without_extra_keyword_arguments_nothing_is_added():
+    setup = build_lm(PB2, litellm())
+    assert "top_p" not in setup.lm.kwargs

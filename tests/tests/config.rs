@@ -1,0 +1,138 @@
+#![allow(missing_docs)]
+//! Configuration: one precedence (builder over environment over file over defaults), errors that
+//! name the file and line or the variable, and a pool started from it.
+
+mod support;
+
+use std::path::Path;
+
+use dspex::prelude::*;
+use dspex::{Config, ConfigError};
+use support::run;
+
+const FILE: &str = r#"
+workers = 2
+request_timeout = 30
+
+[lm]
+model = "anthropic/claude-sonnet-4"
+temperature = 0.1
+
+[lm.kwargs]
+top_p = 0.9
+num_retries = 3
+"#;
+
+fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn file() -> Option<(&'static Path, &'static str)> {
+    Some((Path::new("dspex.toml"), FILE))
+}
+
+#[test]
+fn the_environment_wins_over_the_file_which_wins_over_the_defaults() {
+    let defaults = Config::from_sources(None, env(&[])).unwrap();
+    assert_eq!(defaults, Config::default());
+    assert!(defaults.lm().is_none());
+
+    let from_file = Config::from_sources(file(), env(&[])).unwrap();
+    assert_eq!(from_file.workers, Some(2));
+    assert_eq!(from_file.request_timeout, Some(30.0));
+    let lm = from_file.lm().unwrap();
+    assert_eq!(lm.model(), Some("anthropic/claude-sonnet-4"));
+
+    let both = Config::from_sources(
+        file(),
+        env(&[
+            ("DSPEX_WORKERS", "5"),
+            ("DSPEX_LM", "openai/gpt-4o-mini"),
+            ("DSPEX_IMPORTS", "my_tools, other"),
+            ("DSPEX_PYTHON_PATH", "/a:/b"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(both.workers, Some(5));
+    assert_eq!(both.lm().unwrap().model(), Some("openai/gpt-4o-mini"));
+    assert_eq!(
+        both.lm.temperature,
+        Some(0.1),
+        "the file's, where the environment is silent"
+    );
+    assert_eq!(both.imports, ["my_tools", "other"]);
+    assert_eq!(both.python_path, [Path::new("/a"), Path::new("/b")]);
+}
+
+#[test]
+fn bad_settings_name_their_line_or_variable() {
+    let error = Config::from_sources(
+        Some((Path::new("conf/dspex.toml"), "workers = 2\nworkres = 3\n")),
+        env(&[]),
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, Error::Config(ConfigError::Parse { .. }))
+            && text.contains("conf/dspex.toml")
+            && text.contains("line 2")
+            && text.contains("workres"),
+        "{text}"
+    );
+    let error = Config::from_sources(None, env(&[("DSPEX_WORKERS", "many")])).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Config(ConfigError::Variable {
+                variable: "DSPEX_WORKERS",
+                ..
+            })
+        ),
+        "{error}"
+    );
+    let error = Config::from_sources(None, env(&[("DSPEX_LM_ADAPTER", "yaml")])).unwrap_err();
+    assert!(error.to_string().contains("chat, json or xml"), "{error}");
+    let error = Config::from_sources(
+        Some((Path::new("dspex.toml"), "[lm]\nmax_tokens = \"lots\"\n")),
+        env(&[]),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("max_tokens"), "{error}");
+}
+
+#[test]
+fn a_pool_started_from_the_configuration_and_the_builder_over_it() {
+    run(async {
+        let config = Config::from_sources(file(), env(&[("DSPEX_WORKERS", "1")])).unwrap();
+        let dspex = config
+            .apply(Dspex::builder())
+            .lm(Lm::dummy(Value::List(Vec::new())))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            dspex.bridge().pool().stats().size,
+            1,
+            "the environment's 1, not the file's 2"
+        );
+        dspex.shutdown().await.unwrap();
+        // (The configured LM needs ANTHROPIC_API_KEY in the workers, which a worker checks as it
+        // starts; the builder's LM wins over it, as the builder's worker count does.)
+        let dspex = config
+            .apply(Dspex::builder())
+            .workers(2)
+            .lm(Lm::dummy(Value::List(Vec::new())))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(dspex.bridge().pool().stats().size, 2, "the builder's 2");
+        dspex.shutdown().await.unwrap();
+    })
+}
+
+use dspex::Value;
