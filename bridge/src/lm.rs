@@ -206,6 +206,14 @@ impl Lm {
         })
     }
 
+    /// The environment variable a LiteLLM LM reads its API key from, if it has one.
+    pub fn key_variable(&self) -> Option<&str> {
+        match &self.kind {
+            LmKind::LiteLlm { api_key_env, .. } => api_key_env.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The model string of a LiteLLM LM (`None` for DummyLM and custom LMs).
     pub fn model(&self) -> Option<&str> {
         match &self.kind {

@@ -13,6 +13,7 @@
 //! | completion token limit | `[lm] max_tokens` | `DSPEX_LM_MAX_TOKENS` | the provider's |
 //! | prompt format | `[lm] adapter` (`chat`, `json`, `xml`) | `DSPEX_LM_ADAPTER` | `chat` |
 //! | other `dspy.LM` arguments | `[lm.kwargs]` (`top_p = 0.9`, `num_retries = 3`) | — | none |
+//! | instead of a model, an LM class of your own (`dspy.BaseLM`), created with `[lm.kwargs]` | `[lm] class` | `DSPEX_LM_CLASS` | none |
 //! | workers | `workers` | `DSPEX_WORKERS` | 2 |
 //! | request timeout, seconds | `request_timeout` | `DSPEX_REQUEST_TIMEOUT` | 120 |
 //! | Python interpreter (instead of the managed environment) | `python` | `DSPEX_PYTHON` | the managed environment |
@@ -86,6 +87,9 @@ pub enum ConfigError {
 pub struct LmSettings {
     /// A LiteLLM model string.
     pub model: Option<String>,
+    /// Instead of a model: a `dspy.BaseLM` subclass by dotted path, importable in the workers
+    /// (created with `kwargs`).
+    pub class: Option<String>,
     /// The variable holding the API key.
     pub api_key_env: Option<String>,
     /// The base URL.
@@ -181,6 +185,11 @@ impl Config {
         let text = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         if let Some(model) = text("DSPEX_LM") {
             config.lm.model = Some(model);
+            config.lm.class = None;
+        }
+        if let Some(class) = text("DSPEX_LM_CLASS") {
+            config.lm.class = Some(class);
+            config.lm.model = None;
         }
         if let Some(variable) = text("DSPEX_LM_API_KEY_ENV") {
             config.lm.api_key_env = Some(variable);
@@ -252,10 +261,23 @@ impl Config {
         Ok(())
     }
 
-    /// The configured LM, if a model is set: [`Lm::for_model`] (the provider's key variable)
-    /// with the other `[lm]` settings.
+    /// The configured LM, if a model or a class is set: [`Lm::for_model`] (the provider's key
+    /// variable) with the other `[lm]` settings, or [`Lm::custom`] of the class with `kwargs`.
     pub fn lm(&self) -> Option<Lm> {
         let settings = &self.lm;
+        let adapter = match settings.adapter.as_deref() {
+            Some("json") => LmAdapter::Json,
+            Some("xml") => LmAdapter::Xml,
+            _ => LmAdapter::Chat,
+        };
+        if let Some(class) = &settings.class {
+            let kwargs = settings
+                .kwargs
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_value(v)))
+                .collect();
+            return Some(Lm::custom(class.clone(), kwargs).adapter(adapter));
+        }
         let model = settings.model.as_ref()?;
         let mut lm = Lm::for_model(model.clone());
         if let Some(variable) = &settings.api_key_env {
@@ -270,11 +292,7 @@ impl Config {
         if let Some(n) = settings.max_tokens {
             lm = lm.max_tokens(n);
         }
-        lm = lm.adapter(match settings.adapter.as_deref() {
-            Some("json") => LmAdapter::Json,
-            Some("xml") => LmAdapter::Xml,
-            _ => LmAdapter::Chat,
-        });
+        lm = lm.adapter(adapter);
         for (name, value) in &settings.kwargs {
             lm = lm.kwarg(name.clone(), toml_value(value));
         }

@@ -140,7 +140,7 @@ pub fn list_runs(runtime_dir: &Path) -> Vec<(PathBuf, Option<RunRecord>)> {
 
 /// Whether the run's owner still runs. When in doubt (a start time that could not be read, then
 /// or now) the owner counts as alive: killing a live owner's workers is the worse mistake.
-fn owner_alive(record: &RunRecord) -> bool {
+pub fn owner_alive(record: &RunRecord) -> bool {
     let pid = record.owner_pid;
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return false;

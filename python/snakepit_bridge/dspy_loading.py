@@ -7,6 +7,11 @@ import importlib
 import os
 from typing import Any
 
+# LiteLLM (which DSPy's LM uses) fetches its model cost map from GitHub when first imported, and
+# retries for about 15 s where it cannot: a worker uses the copy LiteLLM ships unless the user
+# sets the variable otherwise. No network access but the LM provider's.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 _dspy_ready = False
 
 

@@ -21,3 +21,18 @@ def test_extra_keyword_arguments_reach_dspy_lm_and_named_fields_win():
 def test_without_extra_keyword_arguments_nothing_is_added():
     setup = build_lm(PB2, litellm())
     assert "top_p" not in setup.lm.kwargs
+
+
+def test_workers_use_litellms_own_cost_map_instead_of_fetching_it(monkeypatch):
+    import importlib
+
+    import snakepit_bridge.dspy_loading as loading
+
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    importlib.reload(loading)
+    import os
+
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "False")
+    importlib.reload(loading)
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "False", "the user's setting stays"
