@@ -64,7 +64,7 @@ pub struct GrpcPythonAdapter {
     /// How long a shim waits for the fork server's control socket (while it starts again).
     fork_wait: Duration,
     token: RunToken,
-    tls_ca: Option<tonic::transport::Certificate>,
+    tls_ca: Option<crate::transport::TlsCa>,
 }
 
 impl std::fmt::Debug for GrpcPythonAdapter {
@@ -116,6 +116,7 @@ impl GrpcPythonAdapter {
             adapter.set_worker_file("SNAKEPIT_AUTH_TOKEN_FILE", "token", token.as_bytes())?;
             adapter.token = metadata;
         }
+        #[cfg(feature = "tls")]
         if transport == Transport::TcpLoopbackTls {
             let (cert, key) = crate::transport::self_signed_certificate()?;
             adapter.set_worker_file("SNAKEPIT_TLS_CERT_FILE", "tls.crt", cert.as_bytes())?;
@@ -270,7 +271,8 @@ impl Adapter for GrpcPythonAdapter {
                     .arg("--fast-socket")
                     .arg(fast)
             }
-            Transport::TcpLoopback | Transport::TcpLoopbackTls => command.args(["--port", "0"]),
+            // TCP, with or without TLS.
+            _ => command.args(["--port", "0"]),
         };
         for module in &self.imports {
             command = command.args(["--import", module]);
@@ -331,7 +333,8 @@ impl Adapter for GrpcPythonAdapter {
                 )
                 .await?,
             )),
-            Transport::TcpLoopback | Transport::TcpLoopbackTls => None,
+            // TCP: gRPC only.
+            _ => None,
         };
         Ok(WorkerConnection {
             client,

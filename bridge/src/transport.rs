@@ -25,12 +25,14 @@ pub enum Transport {
     TcpLoopback,
     /// Like [`TcpLoopback`](Transport::TcpLoopback), over TLS (rustls on the Rust side): each run
     /// makes a self-signed certificate for `localhost`, and the client trusts exactly that one.
+    /// With the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
     TcpLoopbackTls,
 }
 
 impl Transport {
     pub(crate) fn is_tcp(self) -> bool {
-        matches!(self, Transport::TcpLoopback | Transport::TcpLoopbackTls)
+        !matches!(self, Transport::UnixSocket)
     }
 }
 
@@ -84,7 +86,16 @@ impl RunToken {
     }
 }
 
+/// What a TLS client trusts: the run's certificate (nothing without the `tls` feature).
+#[cfg(feature = "tls")]
+pub(crate) type TlsCa = tonic::transport::Certificate;
+/// What a TLS client trusts: the run's certificate (nothing without the `tls` feature).
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub(crate) enum TlsCa {}
+
 /// A self-signed certificate for `localhost` made for the run: (certificate PEM, key PEM).
+#[cfg(feature = "tls")]
 pub(crate) fn self_signed_certificate() -> std::io::Result<(String, String)> {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -96,7 +107,7 @@ pub(crate) fn self_signed_certificate() -> std::io::Result<(String, String)> {
 /// when `tls_ca` is given, trusting exactly that certificate).
 pub(crate) async fn channel_for(
     address: &str,
-    tls_ca: Option<&tonic::transport::Certificate>,
+    tls_ca: Option<&TlsCa>,
 ) -> Result<Channel, BoxError> {
     if let Some(path) = address.strip_prefix("unix:") {
         let path = PathBuf::from(path);
@@ -114,11 +125,14 @@ pub(crate) async fn channel_for(
         Ok(channel)
     } else if let Some(host_port) = address.strip_prefix("tcp:") {
         let endpoint = match tls_ca {
+            #[cfg(feature = "tls")]
             Some(ca) => Endpoint::try_from(format!("https://{host_port}"))?.tls_config(
                 tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(ca.clone())
                     .domain_name("localhost"),
             )?,
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
             None => Endpoint::try_from(format!("http://{host_port}"))?,
         };
         Ok(endpoint.tcp_nodelay(true).connect().await?)
