@@ -46,6 +46,8 @@ pub struct ExampleResult<O> {
     pub index: usize,
     /// Its outcome.
     pub outcome: Outcome<O>,
+    /// The tokens (and cost) the program used on it.
+    pub usage: crate::Usage,
 }
 
 impl<O> ExampleResult<O> {
@@ -72,6 +74,9 @@ pub struct EvaluationReport<O> {
     pub failed: usize,
     /// Each example's result, in dataset order.
     pub results: Vec<ExampleResult<O>>,
+    /// The tokens (and cost) of the whole evaluation (the metric's own LM calls, if it makes
+    /// any through dspex, included).
+    pub usage: crate::Usage,
 }
 
 /// Runs a program on every example of a dataset, at most `concurrency` at once, and scores each
@@ -135,7 +140,9 @@ where
         let results: Vec<Result<ExampleResult<O>>> =
             futures_util::stream::iter(self.devset.iter().enumerate())
                 .map(|(index, example)| async move {
-                    let outcome = match program.forward(example.input.clone()).await {
+                    let (result, usage) =
+                        crate::usage::measured(program.forward(example.input.clone())).await;
+                    let outcome = match result {
                         Ok(output) => {
                             let score = checked_score(&self.metric, example, &output)
                                 .await
@@ -158,7 +165,11 @@ where
                             failed: failed.load(Ordering::Relaxed),
                         });
                     }
-                    Ok(ExampleResult { index, outcome })
+                    Ok(ExampleResult {
+                        index,
+                        outcome,
+                        usage,
+                    })
                 })
                 .buffered(self.concurrency)
                 .collect()
@@ -167,7 +178,9 @@ where
         let scores: Vec<f64> = results.iter().filter_map(ExampleResult::score).collect();
         let sum: f64 = scores.iter().sum();
         let mean = |n: usize| if n == 0 { 0.0 } else { sum / n as f64 };
+        let usage = results.iter().map(|r| r.usage).sum();
         Ok(EvaluationReport {
+            usage,
             score: mean(results.len()),
             answered_score: mean(scores.len()),
             failed: results.len() - scores.len(),

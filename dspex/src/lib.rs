@@ -115,6 +115,7 @@ pub mod data;
 pub mod metric;
 pub mod optimize;
 pub mod react;
+pub mod usage;
 
 /// The platform layer underneath: tools, variables, the untyped DSPy API, the pool.
 pub use snakepit_grpc_bridge;
@@ -130,7 +131,7 @@ pub use error::{DecodeError, Error, Result};
 pub use evaluate::{Evaluate, EvaluateProgress, EvaluationReport, ExampleResult, Outcome};
 pub use example::Example;
 pub use metric::Metric;
-pub use modules::{ChainOfThought, Predict, Reasoned};
+pub use modules::{ChainOfThought, Detailed, Predict, Reasoned};
 pub use object::ObjectModule;
 pub use optimize::{
     BootstrapFewShot, BootstrapFewShotWithRandomSearch, COPRO, GEPA, LabeledFewShot, MIPROv2, SIMBA,
@@ -139,7 +140,7 @@ pub use predictor::{Predictor, PredictorKind};
 pub use program::{DEFAULT_BATCH_CONCURRENCY, Module, Program};
 pub use react::ReAct;
 pub use signature::{Signature, SignatureInput, SignatureOutput};
-pub use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, LmAdapter};
+pub use snakepit_grpc_bridge::api::dspy::{CallOptions, HistoryEntry, Lm, LmAdapter, Usage};
 pub use snakepit_grpc_bridge::{BridgeError, Value};
 pub use state::{Demo, FieldState, PredictorState, StateError};
 pub use types::DspyType;

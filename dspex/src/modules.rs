@@ -40,6 +40,19 @@ pub(crate) fn decode_reasoned<S: Signature>(
     })
 }
 
+/// A typed output with the call's token usage (and cost) and, when asked for with
+/// [`CallOptions::with_history`](crate::CallOptions::with_history), its LM history.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Detailed<T> {
+    /// The typed output.
+    pub output: T,
+    /// Tokens and cost of the call's LM requests.
+    pub usage: crate::Usage,
+    /// The prompts and completions, when asked for.
+    pub history: Vec<crate::HistoryEntry>,
+}
+
 /// `dspy.Predict` of signature `S`: a program of one predictor. Its calls go to any worker;
 /// once tuned (by an optimiser, or loaded from a file), to a module with its demos and
 /// instructions, which each worker builds once. Cheap to clone.
@@ -144,6 +157,22 @@ impl<S: Signature> Predict<S> {
     pub async fn call_with(&self, input: S::Input, options: &CallOptions) -> Result<S::Output> {
         decode::<S>(self.predictor.run(input.to_inputs(), options).await?)
     }
+
+    /// Runs the module and returns, beside the output, the call's usage and (with
+    /// `options.with_history()`) its LM history.
+    pub async fn call_detailed(
+        &self,
+        input: S::Input,
+        options: &CallOptions,
+    ) -> Result<Detailed<S::Output>> {
+        let mut prediction = self.predictor.run(input.to_inputs(), options).await?;
+        let (usage, history) = (prediction.usage, std::mem::take(&mut prediction.history));
+        Ok(Detailed {
+            output: decode::<S>(prediction)?,
+            usage,
+            history,
+        })
+    }
 }
 
 impl<S: Signature> ChainOfThought<S> {
@@ -159,6 +188,22 @@ impl<S: Signature> ChainOfThought<S> {
         options: &CallOptions,
     ) -> Result<Reasoned<S::Output>> {
         decode_reasoned::<S>(self.predictor.run(input.to_inputs(), options).await?)
+    }
+
+    /// Runs the module and returns, beside the reasoning and output, the call's usage and (with
+    /// `options.with_history()`) its LM history.
+    pub async fn call_detailed(
+        &self,
+        input: S::Input,
+        options: &CallOptions,
+    ) -> Result<Detailed<Reasoned<S::Output>>> {
+        let mut prediction = self.predictor.run(input.to_inputs(), options).await?;
+        let (usage, history) = (prediction.usage, std::mem::take(&mut prediction.history));
+        Ok(Detailed {
+            output: decode_reasoned::<S>(prediction)?,
+            usage,
+            history,
+        })
     }
 }
 

@@ -259,8 +259,15 @@ impl Predictor {
         Value::Map(entry)
     }
 
-    /// Runs the predictor on `inputs`.
+    /// Runs the predictor on `inputs` (its usage counts in the enclosing
+    /// [`measured`](crate::usage::measured) scope).
     pub async fn run(&self, inputs: Map, options: &CallOptions) -> Result<Prediction> {
+        let prediction = self.run_unmeasured(inputs, options).await?;
+        crate::usage::record(prediction.usage);
+        Ok(prediction)
+    }
+
+    async fn run_unmeasured(&self, inputs: Map, options: &CallOptions) -> Result<Prediction> {
         let options = match (&options.lm, &self.lm) {
             (None, Some(lm)) => &options.clone().lm(lm.clone()),
             _ => options,

@@ -184,11 +184,16 @@ class CallRecord:
 def record_of(entries: list[dict[str, Any]], with_history: bool = True) -> CallRecord:
     """The token usage of a call's LM requests and, when asked, their history."""
     record = CallRecord(usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+    cost = 0.0
     for entry in entries:
         usage = entry.get("usage") or {}
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
             value = usage.get(key) or 0
             record.usage[key] += int(value) if isinstance(value, (int, float)) else 0
+        # LiteLLM's price of the request, when it knows the model's (DSPy keeps it as `cost`).
+        price = entry.get("cost")
+        if isinstance(price, (int, float)) and price == price and price >= 0:
+            cost += float(price)
         if not with_history:
             continue
         outputs = []
@@ -202,4 +207,5 @@ def record_of(entries: list[dict[str, Any]], with_history: bool = True) -> CallR
             }
         )
     record.usage["lm_calls"] = len(entries)
+    record.usage["cost"] = cost
     return record

@@ -36,3 +36,17 @@ def test_workers_use_litellms_own_cost_map_instead_of_fetching_it(monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "False")
     importlib.reload(loading)
     assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "False", "the user's setting stays"
+
+
+def test_a_calls_cost_is_the_sum_of_what_litellm_priced():
+    from snakepit_bridge.prediction import record_of
+
+    entries = [
+        {"usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, "cost": 0.25},
+        {"usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}, "cost": None},
+        {"usage": {}, "cost": 0.5},
+    ]
+    record = record_of(entries, with_history=False)
+    assert record.usage["cost"] == 0.75
+    assert record.usage["total_tokens"] == 8
+    assert record.usage["lm_calls"] == 3

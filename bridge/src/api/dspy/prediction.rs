@@ -47,8 +47,15 @@ impl CallOptions {
     }
 }
 
-/// Tokens an LM call used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Tokens (and, where LiteLLM knows the model's prices, the cost) of LM requests. Usages add up:
+/// `a + b`, `total += call`.
+///
+/// ```
+/// # use snakepit_grpc_bridge::api::dspy::Usage;
+/// let total: Usage = [Usage::default(), Usage::default()].into_iter().sum();
+/// assert_eq!(total.lm_calls, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Usage {
     /// Prompt tokens.
@@ -59,6 +66,33 @@ pub struct Usage {
     pub total_tokens: u64,
     /// LM requests made.
     pub lm_calls: u32,
+    /// Their cost in USD, where LiteLLM knows the model's prices (else 0).
+    pub cost: f64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        self.lm_calls += other.lm_calls;
+        self.cost += other.cost;
+    }
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    fn add(mut self, other: Usage) -> Usage {
+        self += other;
+        self
+    }
+}
+
+impl std::iter::Sum for Usage {
+    fn sum<I: Iterator<Item = Usage>>(iter: I) -> Usage {
+        iter.fold(Usage::default(), |total, usage| total + usage)
+    }
 }
 
 /// One LM request of a call: what was sent and what came back.
@@ -130,6 +164,7 @@ pub(super) fn call_result(response: pb::CallResponse) -> Result<CallResult> {
                 completion_tokens: usage.completion_tokens,
                 total_tokens: usage.total_tokens,
                 lm_calls: usage.lm_calls,
+                cost: usage.cost,
             },
             history,
         }),
