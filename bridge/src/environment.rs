@@ -38,7 +38,7 @@ pub const BOOTSTRAP_CANDIDATES: &[&str] = &[
 #[non_exhaustive]
 pub enum EnvironmentError {
     /// No Python interpreter could be run.
-    #[error("cannot run Python interpreter `{}`: {source}; install Python {}.{} or newer, or point DSPEX_PYTHON at one", program.display(), MIN_PYTHON.0, MIN_PYTHON.1)]
+    #[error("cannot run Python interpreter `{}` (install Python {}.{} or newer, or point DSPEX_PYTHON at one)", program.display(), MIN_PYTHON.0, MIN_PYTHON.1)]
     PythonNotFound {
         /// The interpreter that was tried.
         program: PathBuf,
@@ -79,7 +79,7 @@ pub enum EnvironmentError {
         hint: &'static str,
     },
     /// A file or directory could not be used.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,

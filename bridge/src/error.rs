@@ -23,6 +23,8 @@ impl fmt::Display for PythonError {
     }
 }
 
+impl std::error::Error for PythonError {}
+
 /// Everything that can go wrong on the bridge.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -94,11 +96,12 @@ pub enum BridgeError {
     #[error("invalid value: {0}")]
     InvalidValue(String),
     /// The gRPC call failed while the worker stayed alive.
-    #[error("gRPC call to {worker} failed: {status}")]
+    #[error("gRPC call to {worker} failed")]
     Transport {
         /// The worker called.
         worker: WorkerId,
-        /// What gRPC reported.
+        /// What gRPC reported (its own source is the transport's error, when there is one).
+        #[source]
         status: Box<tonic::Status>,
     },
     /// The worker answered something the protocol does not allow.

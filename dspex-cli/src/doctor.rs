@@ -119,7 +119,7 @@ async fn check_python(report: &mut Report, with_worker: bool) {
         Ok(Err(error)) => {
             report.problem(
                 "Python environment",
-                error.to_string(),
+                dspex::error_chain(&error),
                 "follow the message above; `dspex setup` builds the environment again",
             );
             return;
@@ -186,7 +186,10 @@ async fn check_python(report: &mut Report, with_worker: bool) {
                 ),
                 Err(error) => report.problem(
                     "worker",
-                    format!("started but did not answer a ping: {error}"),
+                    format!(
+                        "started but did not answer a ping: {}",
+                        dspex::error_chain(&error)
+                    ),
                     "see the worker's output above",
                 ),
             }
@@ -194,7 +197,7 @@ async fn check_python(report: &mut Report, with_worker: bool) {
         }
         Err(error) => report.problem(
             "worker",
-            format!("did not start: {error}"),
+            format!("did not start: {}", dspex::error_chain(&error)),
             "see the message; `dspex setup` rebuilds the environment",
         ),
     }
@@ -207,7 +210,7 @@ fn check_lm(report: &mut Report) {
         Err(error) => {
             report.problem(
                 "configuration",
-                error.to_string(),
+                dspex::error_chain(&error),
                 "correct the file or variable it names",
             );
             return;

@@ -72,7 +72,7 @@ impl Failure {
 
 impl From<dspex::Error> for Failure {
     fn from(error: dspex::Error) -> Self {
-        Failure::new(error.to_string())
+        Failure::new(dspex::error_chain(&error))
     }
 }
 

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         dspex.bridge().predict(&spec, inputs).await
     };
     let shutdown = dspex.shutdown().await;
-    let prediction = prediction.map_err(|e| Failure::new(e.to_string()))?;
+    let prediction = prediction.map_err(|e| Failure::new(dspex::error_chain(&e)))?;
     shutdown?;
     if args.json {
         let json = serde_json::Value::from(Value::Map(prediction.outputs));

@@ -13,7 +13,7 @@ use crate::Failure;
 pub(crate) fn setup() -> Result<ExitCode, Failure> {
     let started = Instant::now();
     let environment = PythonEnvironment::resolve(&EnvironmentOptions::default())
-        .map_err(|e| Failure::new(e.to_string()))?;
+        .map_err(|e| Failure::new(dspex::error_chain(&e)))?;
     println!(
         "ready: {} ({}, {:.1} s)",
         environment.python().display(),
@@ -29,7 +29,8 @@ pub(crate) fn setup() -> Result<ExitCode, Failure> {
 
 /// Removes stale environments from the cache.
 pub(crate) fn prune() -> Result<ExitCode, Failure> {
-    let removed = prune_stale_environments(None).map_err(|e| Failure::new(e.to_string()))?;
+    let removed =
+        prune_stale_environments(None).map_err(|e| Failure::new(dspex::error_chain(&e)))?;
     if removed.is_empty() {
         println!(
             "nothing to prune in {}",

@@ -56,7 +56,7 @@ pub enum Error {
     #[error(transparent)]
     Bridge(#[from] BridgeError),
     /// DSPy's output does not decode into the signature's Rust types.
-    #[error("the output of `{signature}` does not fit its Rust type: {source}")]
+    #[error("the output of `{signature}` does not fit its Rust type")]
     Decode {
         /// The signature or object concerned.
         signature: String,
@@ -90,6 +90,25 @@ pub enum Error {
         /// Why.
         message: String,
     },
+}
+
+/// An error and each of its causes, one after another (`error: cause: cause`): how to print an
+/// error whole, since each error's message leaves its cause to [`source`](std::error::Error::source).
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// let error = dspex::data::DataError::Read { path: "d.jsonl".into(), source: io };
+/// assert_eq!(dspex::error_chain(&error), "cannot read d.jsonl: disk full");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// dspex's `Result`.

@@ -127,7 +127,7 @@ pub mod __private;
 pub use config::{Config, ConfigError};
 pub use dspex::{Dspex, DspexBuilder};
 pub use dspex_macros::{defdspy, dspy_module, dspy_signature, dspy_type};
-pub use error::{DecodeError, Error, Result};
+pub use error::{DecodeError, Error, Result, error_chain};
 pub use evaluate::{Evaluate, EvaluateProgress, EvaluationReport, ExampleResult, Outcome};
 pub use example::Example;
 pub use metric::Metric;

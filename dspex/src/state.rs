@@ -227,7 +227,7 @@ pub(crate) fn infer_prefix(name: &str) -> String {
 #[non_exhaustive]
 pub enum StateError {
     /// The file could not be read or written.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// `read` or `write`.
         action: &'static str,

@@ -110,10 +110,10 @@ fn signal_of(status: &ExitStatus) -> Option<i32> {
 #[non_exhaustive]
 pub enum StartFailure {
     /// The adapter could not describe the command to run.
-    #[error("the adapter could not build the worker command: {0}")]
+    #[error("the adapter could not build the worker command")]
     Command(#[source] Arc<BoxError>),
     /// The operating system refused to start the program.
-    #[error("could not spawn `{program}`: {source}")]
+    #[error("could not spawn `{program}`")]
     Spawn {
         /// The program that was to be run.
         program: String,
@@ -122,7 +122,7 @@ pub enum StartFailure {
         source: Arc<std::io::Error>,
     },
     /// The adapter's `connect` returned an error.
-    #[error("the adapter could not connect: {0}")]
+    #[error("the adapter could not connect")]
     Connect(#[source] Arc<BoxError>),
     /// The process exited before it was ready.
     #[error("the process exited before it was ready ({0})")]
@@ -215,7 +215,7 @@ pub enum PoolError {
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(String),
     /// The per-user registry of worker processes could not be used.
-    #[error("the process registry at {} is unusable: {source}", path.display())]
+    #[error("the process registry at {} is unusable", path.display())]
     Registry {
         /// The file or directory concerned.
         path: PathBuf,

@@ -246,7 +246,7 @@ fn tuned_copy<P: Module>(program: &P, optimizer: &str, state: &str) -> Result<P>
         }
     });
     match failed {
-        Some(e) => Err(compile_error(optimizer, e.to_string())),
+        Some(e) => Err(compile_error(optimizer, crate::error_chain(&e))),
         None => Ok(tuned),
     }
 }
@@ -284,7 +284,7 @@ fn forward_tool<P: Module>(
                 .map_err(|panic| {
                     format!("the program's forward panicked: {}", panic_message(&panic))
                 })?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::error_chain(&e))?;
             Ok(Value::Map(output.to_outputs()))
         }
         .boxed()
