@@ -53,6 +53,19 @@ pub struct Detailed<T> {
     pub history: Vec<crate::HistoryEntry>,
 }
 
+/// The prediction's output, decoded by `decode`, with its usage and history.
+fn detailed<T>(
+    mut prediction: Prediction,
+    decode: impl FnOnce(Prediction) -> Result<T>,
+) -> Result<Detailed<T>> {
+    let (usage, history) = (prediction.usage, std::mem::take(&mut prediction.history));
+    Ok(Detailed {
+        output: decode(prediction)?,
+        usage,
+        history,
+    })
+}
+
 /// `dspy.Predict` of signature `S`: a program of one predictor. Its calls go to any worker;
 /// once tuned (by an optimiser, or loaded from a file), to a module with its demos and
 /// instructions, which each worker builds once. Cheap to clone.
@@ -165,13 +178,10 @@ impl<S: Signature> Predict<S> {
         input: S::Input,
         options: &CallOptions,
     ) -> Result<Detailed<S::Output>> {
-        let mut prediction = self.predictor.run(input.to_inputs(), options).await?;
-        let (usage, history) = (prediction.usage, std::mem::take(&mut prediction.history));
-        Ok(Detailed {
-            output: decode::<S>(prediction)?,
-            usage,
-            history,
-        })
+        detailed(
+            self.predictor.run(input.to_inputs(), options).await?,
+            decode::<S>,
+        )
     }
 }
 
@@ -197,13 +207,10 @@ impl<S: Signature> ChainOfThought<S> {
         input: S::Input,
         options: &CallOptions,
     ) -> Result<Detailed<Reasoned<S::Output>>> {
-        let mut prediction = self.predictor.run(input.to_inputs(), options).await?;
-        let (usage, history) = (prediction.usage, std::mem::take(&mut prediction.history));
-        Ok(Detailed {
-            output: decode_reasoned::<S>(prediction)?,
-            usage,
-            history,
-        })
+        detailed(
+            self.predictor.run(input.to_inputs(), options).await?,
+            decode_reasoned::<S>,
+        )
     }
 }
 

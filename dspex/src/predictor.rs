@@ -232,14 +232,6 @@ impl Predictor {
         }
     }
 
-    /// The same predictor, its calls going to the pool again.
-    pub(crate) fn untraced(&self) -> Self {
-        Predictor {
-            route: Route::Pool,
-            ..self.clone()
-        }
-    }
-
     /// The entry an optimiser's run needs to build this predictor's module in Python.
     pub(crate) fn host_entry(&self, path: &str) -> Value {
         let registered = self.spec.definition_bytes();

@@ -24,6 +24,30 @@ pub fn join_path(path: &str, field: &str) -> String {
     }
 }
 
+/// `program` with each predictor's state taken from `states` (DSPy name → DSPy's JSON of the
+/// predictor), checked against the predictor; a name missing from `states` is a malformed state.
+pub(crate) fn with_states<P: Program>(
+    program: &P,
+    mut states: serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<P, StateError> {
+    let mut failed: Option<StateError> = None;
+    let tuned = program.__map("", &mut |path, predictor| {
+        let name = predictor.kind().dspy_name(path);
+        let json = states.remove(&name).unwrap_or_default();
+        match PredictorState::from_json(json, &name, predictor.kind(), predictor.signature()) {
+            Ok(state) => predictor.with_state(state),
+            Err(e) => {
+                failed.get_or_insert(e);
+                predictor.clone()
+            }
+        }
+    });
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(tuned),
+    }
+}
+
 /// A DSPy program: named predictors, possibly inside nested programs. Implemented by
 /// [`Predict`](crate::Predict), [`ChainOfThought`](crate::ChainOfThought) and every
 /// `#[dspy_module]` struct; you never implement it by hand.
@@ -73,23 +97,8 @@ pub trait Program: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
     /// against its predictors: a file for another program is refused with what does not fit.
     fn with_saved_state(&self, path: impl AsRef<Path>) -> Result<Self> {
         let names: Vec<String> = self.predictors().into_iter().map(|(n, _)| n).collect();
-        let mut file = read_program(path.as_ref(), &names)?;
-        let mut failed: Option<StateError> = None;
-        let program = self.__map("", &mut |rust_path, predictor| {
-            let name = predictor.kind().dspy_name(rust_path);
-            let json = file.remove(&name).unwrap_or_default();
-            match PredictorState::from_json(json, &name, predictor.kind(), predictor.signature()) {
-                Ok(state) => predictor.with_state(state),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    predictor.clone()
-                }
-            }
-        });
-        match failed {
-            Some(error) => Err(error.into()),
-            None => Ok(program),
-        }
+        let file = read_program(path.as_ref(), &names)?;
+        Ok(with_states(self, file)?)
     }
 
     /// A fresh program on `dspex` with the state saved in `path`; see

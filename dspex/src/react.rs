@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use snakepit_grpc_bridge::api::dspy::{CallOptions, FieldSpec, FieldType, SignatureSpec};
+use snakepit_grpc_bridge::api::dspy::{CallOptions, FieldType, SignatureSpec};
 use snakepit_grpc_bridge::{BridgeError, Map, Value};
 
 use crate::dspex::Dspex;
@@ -24,7 +24,7 @@ use crate::modules::decode;
 use crate::predictor::{Predictor, PredictorKind};
 use crate::program::{Module, Program, join_path};
 use crate::signature::{Signature, SignatureInput};
-use crate::state::default_instructions;
+use crate::state::{default_instructions, quoted_names};
 use crate::types::DspyType;
 
 type Run = Arc<dyn Fn(Map) -> BoxFuture<'static, std::result::Result<Value, String>> + Send + Sync>;
@@ -264,14 +264,7 @@ fn finish_description(outputs: &str) -> String {
 
 /// DSPy's ReAct signatures for `spec` and `tools`: (react, extract).
 fn signatures(spec: &SignatureSpec, tools: &[Tool]) -> (SignatureSpec, SignatureSpec) {
-    let names = |fields: &[FieldSpec]| {
-        fields
-            .iter()
-            .map(|f| format!("`{}`", f.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (inputs, outputs) = (names(&spec.inputs), names(&spec.outputs));
+    let (inputs, outputs) = (quoted_names(&spec.inputs), quoted_names(&spec.outputs));
     let instructions = if spec.instructions.is_empty() {
         default_instructions(spec)
     } else {

@@ -155,18 +155,20 @@ impl PredictorState {
 
 /// DSPy's instructions for a signature without any: `Given the fields `a`, produce the fields `b`.`
 pub(crate) fn default_instructions(spec: &SignatureSpec) -> String {
-    let names = |fields: &[snakepit_grpc_bridge::api::dspy::FieldSpec]| {
-        fields
-            .iter()
-            .map(|f| format!("`{}`", f.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     format!(
         "Given the fields {}, produce the fields {}.",
-        names(&spec.inputs),
-        names(&spec.outputs)
+        quoted_names(&spec.inputs),
+        quoted_names(&spec.outputs)
     )
+}
+
+/// Field names as DSPy lists them in instructions: `` `a`, `b` ``.
+pub(crate) fn quoted_names(fields: &[snakepit_grpc_bridge::api::dspy::FieldSpec]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// DSPy's `infer_prefix`: `question` → `Question`, `camelCase` → `Camel Case`, `HTMLParser` →

@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::metric::{Metric, checked_score, panic_message};
 use crate::program::Module;
+use crate::program::with_states;
 use crate::signature::{SignatureInput, SignatureOutput};
-use crate::state::PredictorState;
 
 /// What a [`CompileProgress`] event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,27 +228,13 @@ pub(crate) async fn compile<P: Module>(
 
 /// `program` with the state DSPy's optimiser left in its student.
 fn tuned_copy<P: Module>(program: &P, optimizer: &str, state: &str) -> Result<P> {
-    let serde_json::Value::Object(mut states) = serde_json::from_str(state)
+    let serde_json::Value::Object(states) = serde_json::from_str(state)
         .map_err(|e| compile_error(optimizer, format!("the tuned state is not JSON: {e}")))?
     else {
         return Err(compile_error(optimizer, "the tuned state is not an object"));
     };
-    let mut failed = None;
-    let tuned = program.__map("", &mut |path, predictor| {
-        let name = predictor.kind().dspy_name(path);
-        let json = states.remove(&name).unwrap_or_default();
-        match PredictorState::from_json(json, &name, predictor.kind(), predictor.signature()) {
-            Ok(state) => predictor.with_state(state).untraced(),
-            Err(e) => {
-                failed.get_or_insert(e);
-                predictor.untraced()
-            }
-        }
-    });
-    match failed {
-        Some(e) => Err(compile_error(optimizer, crate::error_chain(&e))),
-        None => Ok(tuned),
-    }
+    // `program` is the caller's: its predictors' calls go to the pool, and so do the copy's.
+    with_states(program, states).map_err(|e| compile_error(optimizer, crate::error_chain(&e)))
 }
 
 type ToolResult = std::result::Result<Value, String>;
