@@ -434,7 +434,24 @@ impl Bridge {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
-        let checkout = self.checkout(session).await?;
+        self.call_unless_timed(session, false, rpc).await
+    }
+
+    /// [`call`](Self::call), with the pool's request timeout lifted when `unbounded`.
+    pub(crate) async fn call_unless_timed<T, F, Fut>(
+        &self,
+        session: Option<&str>,
+        unbounded: bool,
+        rpc: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let mut checkout = self.checkout(session).await?;
+        if unbounded {
+            checkout.set_request_timeout(None);
+        }
         let client = checkout.connection().client.clone();
         match checkout.run(rpc(client)).await? {
             Ok(value) => Ok(value),

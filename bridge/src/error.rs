@@ -104,6 +104,13 @@ pub enum BridgeError {
         #[source]
         status: Box<tonic::Status>,
     },
+    /// The call's own deadline ([`CallOptions::timeout`](crate::api::dspy::CallOptions::timeout))
+    /// passed before it finished; it was cancelled in its worker.
+    #[error("the call's deadline of {after:?} passed")]
+    DeadlineExceeded {
+        /// The deadline the call was given.
+        after: std::time::Duration,
+    },
     /// The worker answered something the protocol does not allow.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -221,3 +221,78 @@ fn a_timeout_whose_cancel_the_worker_cannot_confirm_is_not_sent_again() {
         dspex.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_call_deadline_cancels_the_call_in_the_worker_and_frees_its_slot_at_once() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        // One worker, one call at a time: a slot held after the deadline would block the next.
+        let dspex = builder()
+            .lm(faulty_lm(
+                numbered_answers(3),
+                &[
+                    ("delay_ms", Value::from(30_000.0)),
+                    ("events_file", Value::from(events.to_str().unwrap())),
+                ],
+            ))
+            .workers(1)
+            .bridge(|b| {
+                b.pool(|p| {
+                    p.max_in_flight_per_worker(1)
+                        .request_timeout(Some(Duration::from_millis(300)))
+                })
+            })
+            .start()
+            .await
+            .unwrap();
+        let qa = dspex::Predict::<QA>::new(&dspex);
+        // Longer than the pool's 300 ms request timeout: the call's deadline replaces it.
+        let deadline = Duration::from_millis(800);
+        let options = dspex::CallOptions::default().timeout(deadline);
+        let started = std::time::Instant::now();
+        let error = qa.call_with(ask(1), &options).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                error,
+                Error::Bridge(BridgeError::DeadlineExceeded { after }) if after == deadline
+            ),
+            "a typed deadline error, got {error:?}"
+        );
+        assert!(
+            took >= deadline && took < Duration::from_secs(5),
+            "the deadline, not the pool's timeout nor the LM, ended the call: {took:?}"
+        );
+        // The slot is free the moment the call returns.
+        assert_eq!(dspex.bridge().pool().stats().in_flight, 0);
+        // The worker abandoned the LM request long before its 30 s.
+        let cancelled = eventually(Duration::from_secs(10), || {
+            tally(&lm_events(&events))
+                .values()
+                .all(|t| t.running == 0 && t.cancelled == 1)
+        })
+        .await;
+        assert!(
+            cancelled,
+            "the LM request was cancelled: {:?}",
+            tally(&lm_events(&events))
+        );
+        // The one slot serves the next call at once; a shorter deadline than the pool's ends it.
+        let started = std::time::Instant::now();
+        let error = qa
+            .call_with(
+                ask(2),
+                &dspex::CallOptions::default().timeout(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            Error::Bridge(BridgeError::DeadlineExceeded { .. })
+        ));
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(dspex.bridge().pool().stats().restarts, 0);
+        dspex.shutdown().await.unwrap();
+    });
+}

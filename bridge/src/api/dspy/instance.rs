@@ -188,18 +188,20 @@ impl Instance {
             kwargs: Some(map_to_proto(&kwargs)),
             options: Some(options.to_proto()),
         };
-        let response = self
-            .bridge
-            .call_fast(
-                Some(&self.session_id),
-                crate::fast::CALL_INSTANCE,
-                &request,
-                None,
-                options.without_timeout,
-                |mut c, request| async move { c.call_instance(request).await },
-            )
-            .await
-            .map_err(|failed| failed.error)?;
+        let call = async {
+            self.bridge
+                .call_fast(
+                    Some(&self.session_id),
+                    crate::fast::CALL_INSTANCE,
+                    &request,
+                    None,
+                    options.lifts_pool_timeout(),
+                    |mut c, request| async move { c.call_instance(request).await },
+                )
+                .await
+                .map_err(|failed| failed.error)
+        };
+        let response = options.within_deadline(call).await?;
         call_result(response)
     }
 
@@ -234,13 +236,12 @@ impl Instance {
             options: Some(options.to_proto()),
             max_concurrency,
         };
-        let response = self
-            .bridge
-            .call(Some(&self.session_id), |mut c| async move {
-                c.batch_call(request).await
-            })
-            .await?
-            .into_inner();
+        let call = self.bridge.call_unless_timed(
+            Some(&self.session_id),
+            options.lifts_pool_timeout(),
+            |mut c| async move { c.batch_call(request).await },
+        );
+        let response = options.within_deadline(call).await?.into_inner();
         if let Some(error) = response.error {
             return Err(error.into());
         }

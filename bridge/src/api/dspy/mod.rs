@@ -88,18 +88,17 @@ impl Bridge {
         let (request, with_definition) = (&request, &with_definition);
         // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
         // or confirmed that it cancelled a timed-out attempt).
-        let response = self
-            .retrying(|| {
-                self.call_fast(
-                    None,
-                    crate::fast::RUN_MODULE,
-                    request,
-                    Some(with_definition),
-                    options.without_timeout,
-                    |mut c, request| async move { c.run_module(request).await },
-                )
-            })
-            .await?;
+        let call = self.retrying(|| {
+            self.call_fast(
+                None,
+                crate::fast::RUN_MODULE,
+                request,
+                Some(with_definition),
+                options.lifts_pool_timeout(),
+                |mut c, request| async move { c.run_module(request).await },
+            )
+        });
+        let response = options.within_deadline(call).await?;
         prediction(call_result(response)?)
     }
 

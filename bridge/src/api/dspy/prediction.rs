@@ -1,5 +1,7 @@
 //! What one DSPy call takes and gives: its options, its prediction, usage and history.
 
+use std::time::Duration;
+
 use crate::convert::value_from_proto;
 use crate::error::{BridgeError, Result};
 use crate::proto::{self as pb, call_response};
@@ -18,6 +20,10 @@ pub struct CallOptions {
     /// Not cut by the pool's request timeout (long work: an optimiser's run). The call still
     /// ends when the worker dies or the caller drops it.
     pub without_timeout: bool,
+    /// This call's deadline, in place of the pool's request timeout: the whole call (waiting for
+    /// a worker, every attempt and retry) ends with [`BridgeError::DeadlineExceeded`] when it
+    /// passes; the call is cancelled in its worker and its slot freed at once.
+    pub timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -37,6 +43,40 @@ impl CallOptions {
     pub fn without_timeout(mut self) -> Self {
         self.without_timeout = true;
         self
+    }
+
+    /// Gives this call a deadline of its own, `after` from now, in place of the pool's request
+    /// timeout (shorter or longer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use snakepit_grpc_bridge::api::dspy::CallOptions;
+    /// let options = CallOptions::default().timeout(Duration::from_millis(800));
+    /// assert_eq!(options.timeout, Some(Duration::from_millis(800)));
+    /// ```
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.timeout = Some(after);
+        self
+    }
+
+    /// Whether the pool's request timeout is lifted for this call's attempts (no timeout, or the
+    /// call's own deadline).
+    pub(crate) fn lifts_pool_timeout(&self) -> bool {
+        self.without_timeout || self.timeout.is_some()
+    }
+
+    /// Runs `call` within this call's deadline, if it has one. Dropping `call` cancels it in
+    /// its worker and gives its slot back.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.timeout {
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .unwrap_or(Err(BridgeError::DeadlineExceeded { after })),
+            None => call.await,
+        }
     }
 
     pub(crate) fn to_proto(&self) -> pb::CallOptions {
