@@ -54,5 +54,7 @@ pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
 pub use snakepit;
-pub use snakepit::{CircuitBreakerConfig, CircuitState, PoolError, RetryPolicy};
+pub use snakepit::{
+    CircuitBreakerConfig, CircuitState, PoolError, RecycleReason, RetryPolicy, WorkerExit,
+};
 pub use value::{DType, Map, ObjectRef, Tensor, Value, args};

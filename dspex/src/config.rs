@@ -16,6 +16,9 @@
 //! | instead of a model, an LM class of your own (`dspy.BaseLM`), created with `[lm.kwargs]` | `[lm] class` | `DSPEX_LM_CLASS` | none |
 //! | workers | `workers` | `DSPEX_WORKERS` | 2 |
 //! | request timeout, seconds | `request_timeout` | `DSPEX_REQUEST_TIMEOUT` | 120 |
+//! | recycle a worker after this many requests | `worker_max_requests` | `DSPEX_WORKER_MAX_REQUESTS` | never |
+//! | recycle a worker after this many seconds | `worker_max_age` | `DSPEX_WORKER_MAX_AGE` | never |
+//! | recycle a worker above this much memory, MiB | `worker_max_memory_mb` | `DSPEX_WORKER_MAX_MEMORY_MB` | never |
 //! | Python interpreter (instead of the managed environment) | `python` | `DSPEX_PYTHON` | the managed environment |
 //! | directories on the workers' `PYTHONPATH` | `python_path = [...]` | `DSPEX_PYTHON_PATH` (`:`-separated) | none |
 //! | modules each worker imports | `imports = [...]` | `DSPEX_IMPORTS` (`,`-separated) | none |
@@ -117,6 +120,12 @@ pub struct Config {
     pub workers: Option<usize>,
     /// The pool's request timeout, in seconds.
     pub request_timeout: Option<f64>,
+    /// Recycle a worker after it served this many requests.
+    pub worker_max_requests: Option<u64>,
+    /// Recycle a worker after it has been up this many seconds.
+    pub worker_max_age: Option<f64>,
+    /// Recycle a worker whose resident memory is above this many MiB.
+    pub worker_max_memory_mb: Option<u64>,
     /// An interpreter to use as it is.
     pub python: Option<PathBuf>,
     /// Directories on the workers' `PYTHONPATH`.
@@ -213,6 +222,19 @@ impl Config {
         if let Some(s) = parse(env, "DSPEX_REQUEST_TIMEOUT", "a number of seconds")? {
             config.request_timeout = Some(s);
         }
+        if let Some(n) = parse(
+            env,
+            "DSPEX_WORKER_MAX_REQUESTS",
+            "a whole number of requests",
+        )? {
+            config.worker_max_requests = Some(n);
+        }
+        if let Some(s) = parse(env, "DSPEX_WORKER_MAX_AGE", "a number of seconds")? {
+            config.worker_max_age = Some(s);
+        }
+        if let Some(n) = parse(env, "DSPEX_WORKER_MAX_MEMORY_MB", "a whole number of MiB")? {
+            config.worker_max_memory_mb = Some(n);
+        }
         if let Some(python) = text("DSPEX_PYTHON") {
             config.python = Some(PathBuf::from(python));
         }
@@ -256,6 +278,29 @@ impl Config {
                 "DSPEX_REQUEST_TIMEOUT",
                 seconds.to_string(),
                 "a positive number of seconds",
+            ));
+        }
+        if self.worker_max_requests == Some(0) {
+            return Err(bad(
+                "DSPEX_WORKER_MAX_REQUESTS",
+                "0".into(),
+                "at least one request",
+            ));
+        }
+        if let Some(seconds) = self.worker_max_age
+            && !(seconds.is_finite() && seconds > 0.0)
+        {
+            return Err(bad(
+                "DSPEX_WORKER_MAX_AGE",
+                seconds.to_string(),
+                "a positive number of seconds",
+            ));
+        }
+        if self.worker_max_memory_mb == Some(0) {
+            return Err(bad(
+                "DSPEX_WORKER_MAX_MEMORY_MB",
+                "0".into(),
+                "at least one MiB",
             ));
         }
         Ok(())
@@ -319,6 +364,27 @@ impl Config {
         if let Some(seconds) = self.request_timeout {
             let timeout = Duration::from_secs_f64(seconds);
             builder = builder.bridge(|b| b.pool(|p| p.request_timeout(Some(timeout))));
+        }
+        let (requests, age, memory) = (
+            self.worker_max_requests,
+            self.worker_max_age.map(Duration::from_secs_f64),
+            self.worker_max_memory_mb.map(|mib| mib << 20),
+        );
+        if requests.is_some() || age.is_some() || memory.is_some() {
+            builder = builder.bridge(|b| {
+                b.pool(|mut p| {
+                    if requests.is_some() {
+                        p = p.max_requests(requests);
+                    }
+                    if age.is_some() {
+                        p = p.max_age(age);
+                    }
+                    if memory.is_some() {
+                        p = p.max_memory(memory);
+                    }
+                    p
+                })
+            });
         }
         builder
     }

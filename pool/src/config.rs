@@ -74,6 +74,18 @@ pub struct PoolConfig {
     /// makes a new one with [`new_run_id`](crate::new_run_id). Set it to mark processes the
     /// adapter starts outside the pool (helpers) with the same `SNAKEPIT_RUN_ID`. Default: `None`.
     pub run_id: Option<String>,
+    /// Retires a worker once it has been handed this many requests; `None`: never. See
+    /// [`RecycleReason`](crate::RecycleReason). Default: `None`.
+    pub max_requests: Option<u64>,
+    /// Retires a worker once it has been ready this long; `None`: never. Default: `None`.
+    pub max_age: Option<Duration>,
+    /// Retires a worker whose resident memory is above this many bytes (checked every
+    /// [`memory_check_interval`](PoolConfig::memory_check_interval); Linux only, elsewhere the
+    /// limit is not checked); `None`: never. Default: `None`.
+    pub max_memory: Option<u64>,
+    /// How often each worker's memory is read against [`max_memory`](PoolConfig::max_memory).
+    /// Default: 5 s.
+    pub memory_check_interval: Duration,
 }
 
 impl Default for PoolConfig {
@@ -97,6 +109,10 @@ impl Default for PoolConfig {
             stderr_tail_lines: 40,
             circuit_breaker: None,
             run_id: None,
+            max_requests: None,
+            max_age: None,
+            max_memory: None,
+            memory_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -137,6 +153,18 @@ impl PoolConfig {
         }
         if self.health_check_interval.is_some_and(|d| d.is_zero()) {
             return fail("health_check_interval must be longer than zero (or None to disable)");
+        }
+        if self.max_requests == Some(0) {
+            return fail("max_requests must be at least 1 (or None for no limit)");
+        }
+        if self.max_age.is_some_and(|d| d.is_zero()) {
+            return fail("max_age must be longer than zero (or None for no limit)");
+        }
+        if self.max_memory == Some(0) {
+            return fail("max_memory must be at least 1 byte (or None for no limit)");
+        }
+        if self.memory_check_interval.is_zero() {
+            return fail("memory_check_interval must be longer than zero");
         }
         if self.restart_backoff > self.restart_backoff_max {
             return fail("restart_backoff must not exceed restart_backoff_max");
@@ -197,6 +225,14 @@ impl PoolConfigBuilder {
         stderr_tail_lines: usize;
         /// See [`PoolConfig::circuit_breaker`].
         circuit_breaker: Option<CircuitBreakerConfig>;
+        /// See [`PoolConfig::max_requests`].
+        max_requests: Option<u64>;
+        /// See [`PoolConfig::max_age`].
+        max_age: Option<std::time::Duration>;
+        /// See [`PoolConfig::max_memory`].
+        max_memory: Option<u64>;
+        /// See [`PoolConfig::memory_check_interval`].
+        memory_check_interval: std::time::Duration;
     }
 
     /// See [`PoolConfig::run_id`].

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::PoolConfig;
 use crate::error::{PoolError, WorkerExit, WorkerId};
+use crate::recycle::RecycleReason;
 use crate::session::Affinity;
 use crate::stats::PoolStats;
 
@@ -36,10 +37,17 @@ struct Slot<C> {
     in_flight: usize,
     connection: Option<Arc<C>>,
     death: watch::Sender<Option<WorkerExit>>,
+    /// Requests handed to this generation.
+    served: u64,
+    /// Why this generation is retiring, once it is: it takes no new requests.
+    retiring: Option<RecycleReason>,
+    /// Set once a retiring generation has nothing left to serve: its worker may stop.
+    drained: watch::Sender<Option<RecycleReason>>,
 }
 
 struct Binding {
     worker: WorkerId,
+    affinity: Affinity,
     lost: Option<WorkerExit>,
 }
 
@@ -105,6 +113,7 @@ pub(crate) struct Dispatcher<C> {
     waiters: VecDeque<Waiter<C>>,
     sessions: HashMap<String, Binding>,
     max_in_flight: usize,
+    max_requests: Option<u64>,
     queue_capacity: usize,
     max_restarts: u32,
     restart_window: Duration,
@@ -129,11 +138,15 @@ impl<C> Dispatcher<C> {
                         in_flight: 0,
                         connection: None,
                         death: watch::channel(None).0,
+                        served: 0,
+                        retiring: None,
+                        drained: watch::channel(None).0,
                     })
                     .collect(),
                 waiters: VecDeque::new(),
                 sessions: HashMap::new(),
                 max_in_flight: config.max_in_flight_per_worker,
+                max_requests: config.max_requests,
                 queue_capacity: config.queue_size,
                 max_restarts: config.max_restarts,
                 restart_window: config.restart_window,
@@ -217,9 +230,17 @@ impl<C> Dispatcher<C> {
         self.waiters.len() != before
     }
 
-    fn has_capacity(&self, slot: usize) -> bool {
+    /// Whether `slot` can take one more request: a retiring worker takes only those of the
+    /// strict sessions still bound to it (`bound`).
+    fn accepts(&self, slot: usize, bound: bool) -> bool {
         let s = &self.slots[slot];
-        matches!(s.status, SlotStatus::Ready) && s.in_flight < self.max_in_flight
+        matches!(s.status, SlotStatus::Ready)
+            && s.in_flight < self.max_in_flight
+            && (bound || s.retiring.is_none())
+    }
+
+    fn has_capacity(&self, slot: usize) -> bool {
+        self.accepts(slot, false)
     }
 
     fn least_loaded(&mut self) -> Option<usize> {
@@ -236,7 +257,7 @@ impl<C> Dispatcher<C> {
         match target {
             Target::Worker { worker, .. } => {
                 let slot = &self.slots[worker.slot];
-                (slot.generation == worker.generation && self.has_capacity(worker.slot))
+                (slot.generation == worker.generation && self.accepts(worker.slot, true))
                     .then_some(worker.slot)
             }
             Target::Any { prefer, bind } => {
@@ -247,7 +268,7 @@ impl<C> Dispatcher<C> {
                 match bound {
                     Some((worker, Affinity::Strict)) => (self.slots[worker.slot].generation
                         == worker.generation
-                        && self.has_capacity(worker.slot))
+                        && self.accepts(worker.slot, true))
                     .then_some(worker.slot),
                     Some((worker, Affinity::Hint)) if self.has_capacity(worker.slot) => {
                         Some(worker.slot)
@@ -263,7 +284,7 @@ impl<C> Dispatcher<C> {
 
     fn bind(&mut self, target: &Target, slot: usize) {
         if let Target::Any {
-            bind: Some((session, _)),
+            bind: Some((session, affinity)),
             ..
         } = target
         {
@@ -271,15 +292,28 @@ impl<C> Dispatcher<C> {
                 slot,
                 generation: self.slots[slot].generation,
             };
-            self.sessions
-                .entry(session.clone())
-                .or_insert(Binding { worker, lost: None });
+            self.sessions.entry(session.clone()).or_insert(Binding {
+                worker,
+                affinity: *affinity,
+                lost: None,
+            });
         }
     }
 
     fn grant(&mut self, slot: usize) -> Lease<C> {
         let s = &mut self.slots[slot];
         s.in_flight += 1;
+        s.served += 1;
+        let worker = WorkerId {
+            slot,
+            generation: s.generation,
+        };
+        if let Some(max) = self.max_requests
+            && s.served >= max
+        {
+            self.retire(worker, RecycleReason::MaxRequests(max));
+        }
+        let s = &self.slots[slot];
         Lease {
             home: self.me.clone(),
             worker: WorkerId {
@@ -299,7 +333,7 @@ impl<C> Dispatcher<C> {
     fn dispatch(&mut self) {
         let mut i = 0;
         while i < self.waiters.len() {
-            if !(0..self.slots.len()).any(|s| self.has_capacity(s)) {
+            if !(0..self.slots.len()).any(|s| self.accepts(s, true)) {
                 return;
             }
             let target = std::mem::replace(
@@ -324,6 +358,7 @@ impl<C> Dispatcher<C> {
                         lease.armed = false;
                     }
                     self.slots[slot].in_flight -= 1;
+                    self.check_drained(slot);
                 }
             }
         }
@@ -338,7 +373,67 @@ impl<C> Dispatcher<C> {
         {
             s.in_flight -= 1;
             self.dispatch();
+            self.check_drained(worker.slot);
         }
+    }
+
+    /// Retires `worker` (past a recycling limit): it takes no new requests, sessions that only
+    /// prefer it (hint affinity) move on, and once nothing is in flight on it and no strict
+    /// session is bound to it, its worker task is told to stop it. Retiring twice keeps the first
+    /// reason.
+    pub(crate) fn retire(&mut self, worker: WorkerId, reason: RecycleReason) {
+        let s = &mut self.slots[worker.slot];
+        if s.generation != worker.generation
+            || !matches!(s.status, SlotStatus::Ready)
+            || s.retiring.is_some()
+        {
+            return;
+        }
+        s.retiring = Some(reason);
+        tracing::info!(%worker, %reason, "retiring worker");
+        self.sessions.retain(|_, b| {
+            !(b.worker == worker && b.affinity == Affinity::Hint && b.lost.is_none())
+        });
+        self.check_drained(worker.slot);
+    }
+
+    /// Tells a retiring slot's worker to stop once it has nothing left to serve.
+    fn check_drained(&mut self, slot: usize) {
+        let s = &self.slots[slot];
+        let Some(reason) = s.retiring else { return };
+        let worker = WorkerId {
+            slot,
+            generation: s.generation,
+        };
+        let pinned = self
+            .sessions
+            .values()
+            .any(|b| b.worker == worker && b.lost.is_none());
+        if s.in_flight == 0 && !pinned && s.drained.borrow().is_none() {
+            s.drained.send_replace(Some(reason));
+        }
+    }
+
+    /// Resolves once the retiring `worker` has nothing left to serve, with the reason it retired.
+    pub(crate) fn drained_signal(
+        &self,
+        worker: WorkerId,
+    ) -> watch::Receiver<Option<RecycleReason>> {
+        self.slots[worker.slot].drained.subscribe()
+    }
+
+    /// The drained `worker` was stopped; its slot starts a replacement next.
+    pub(crate) fn worker_recycled(&mut self, worker: WorkerId, reason: RecycleReason) {
+        let s = &mut self.slots[worker.slot];
+        if s.generation != worker.generation {
+            return;
+        }
+        let exit = WorkerExit::Recycled(reason);
+        s.status = SlotStatus::Restarting(exit.clone());
+        s.connection = None;
+        s.previous_exit = Some(exit.clone());
+        s.death.send_replace(Some(exit));
+        self.notify();
     }
 
     /// A new process is starting in `slot`; returns its id.
@@ -352,6 +447,9 @@ impl<C> Dispatcher<C> {
         s.in_flight = 0;
         s.connection = None;
         s.death = watch::channel(None).0;
+        s.served = 0;
+        s.retiring = None;
+        s.drained = watch::channel(None).0;
         WorkerId {
             slot,
             generation: s.generation,
@@ -455,7 +553,13 @@ impl<C> Dispatcher<C> {
 
     /// Ends a session's binding. Returns whether it existed.
     pub(crate) fn end_session(&mut self, session: &str) -> bool {
-        self.sessions.remove(session).is_some()
+        let Some(binding) = self.sessions.remove(session) else {
+            return false;
+        };
+        if self.slots[binding.worker.slot].generation == binding.worker.generation {
+            self.check_drained(binding.worker.slot);
+        }
+        true
     }
 
     /// The worker a session is bound to, if any (also when that worker is gone).
@@ -489,6 +593,9 @@ impl<C> Dispatcher<C> {
                 SlotStatus::Ready => stats.workers_ready += 1,
                 SlotStatus::Restarting(_) => stats.workers_restarting += 1,
                 SlotStatus::Stopped(_) => stats.workers_stopped += 1,
+            }
+            if matches!(s.status, SlotStatus::Ready) && s.retiring.is_some() {
+                stats.workers_retiring += 1;
             }
             stats.in_flight += s.in_flight;
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapter::BoxError;
+use crate::recycle::RecycleReason;
 
 /// Identifies one incarnation of a worker: the slot it fills in the pool and how many times that
 /// slot has been (re)started.
@@ -53,6 +54,8 @@ pub enum WorkerExit {
     },
     /// The pool stopped the process because it is shutting down.
     Stopped,
+    /// The pool retired the healthy process past one of its limits, and replaced it.
+    Recycled(RecycleReason),
 }
 
 impl fmt::Display for WorkerExit {
@@ -77,6 +80,7 @@ impl fmt::Display for WorkerExit {
                 Ok(())
             }
             WorkerExit::Stopped => f.write_str("was stopped by the pool"),
+            WorkerExit::Recycled(reason) => write!(f, "was recycled because {reason}"),
         }
     }
 }

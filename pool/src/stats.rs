@@ -18,6 +18,8 @@ pub struct PoolStats {
     pub workers_restarting: usize,
     /// Dead workers that will not be replaced.
     pub workers_stopped: usize,
+    /// Ready workers past a recycling limit, finishing their requests before their replacement.
+    pub workers_retiring: usize,
     /// Requests currently being served.
     pub in_flight: usize,
     /// Requests waiting for a free worker.
@@ -26,6 +28,8 @@ pub struct PoolStats {
     pub sessions: usize,
     /// Workers restarted since the pool started.
     pub restarts: u64,
+    /// Healthy workers retired past a recycling limit and replaced since the pool started.
+    pub recycles: u64,
     /// Requests that got a worker since the pool started.
     pub requests: u64,
     /// Requests that ended in a pool error (queue full, timeout, worker crash, ...).
@@ -36,6 +40,7 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) restarts: AtomicU64,
+    pub(crate) recycles: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
 }
@@ -47,6 +52,7 @@ impl Counters {
 
     pub(crate) fn fill(&self, stats: &mut PoolStats) {
         stats.restarts = self.restarts.load(Ordering::Relaxed);
+        stats.recycles = self.recycles.load(Ordering::Relaxed);
         stats.requests = self.requests.load(Ordering::Relaxed);
         stats.errors = self.errors.load(Ordering::Relaxed);
     }

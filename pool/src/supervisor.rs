@@ -26,6 +26,12 @@ pub(crate) async fn supervise_slot<A: Adapter>(shared: Arc<Shared<A>>, slot: usi
                 return;
             }
             GenerationEnd::Failed { exit, uptime } => (exit, uptime),
+            GenerationEnd::Recycled(reason) => {
+                // Not a failure: no backoff, no restart counted against the limit.
+                lock(&shared.dispatcher).worker_recycled(id, reason);
+                Counters::bump(&shared.counters.recycles);
+                continue;
+            }
         };
         if id.generation == 0 && uptime.is_none() {
             lock(&shared.dispatcher).startup_failed(id, exit.clone());

@@ -15,6 +15,7 @@ use crate::dispatch::lock;
 use crate::error::{StartFailure, WorkerExit, WorkerId};
 use crate::pool::Shared;
 use crate::process;
+use crate::recycle::{self, RecycleReason};
 
 /// How one worker process ended.
 pub(crate) enum GenerationEnd {
@@ -25,6 +26,8 @@ pub(crate) enum GenerationEnd {
         exit: WorkerExit,
         uptime: Option<Duration>,
     },
+    /// The healthy worker was retired past a recycling limit and stopped.
+    Recycled(RecycleReason),
 }
 
 /// Runs one worker process from spawn to exit.
@@ -134,15 +137,38 @@ async fn run<A: Adapter>(
         "worker ready"
     );
 
-    let mut health = config.health_check_interval.map(|period| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
+    let mut health = config.health_check_interval.map(every);
+    let mut drained = lock(&shared.dispatcher).drained_signal(id);
+    let mut retire_at = config
+        .max_age
+        .map(|age| (tokio::time::Instant::now() + age, age));
+    let mut memory = config
+        .max_memory
+        .map(|limit| (every(config.memory_check_interval), limit));
     let exit = loop {
         tokio::select! {
             status = child.wait() => break exit_of(status),
-            _ = tick(&mut health) => {
+            _ = until(retire_at.map(|(at, _)| at)) => {
+                if let Some((_, age)) = retire_at.take() {
+                    lock(&shared.dispatcher).retire(id, RecycleReason::MaxAge(age));
+                }
+            }
+            _ = tick(memory.as_mut().map(|(interval, _)| interval)) => {
+                if let Some((_, limit)) = memory
+                    && let Some(rss_bytes) = recycle::resident_bytes(pid)
+                    && rss_bytes > limit
+                {
+                    memory = None;
+                    lock(&shared.dispatcher).retire(id, RecycleReason::MaxMemory { rss_bytes, limit });
+                }
+            }
+            reason = drained_reason(&mut drained) => {
+                stop_gracefully(shared, &connection, &mut child, pid).await;
+                shared.registry.remove_worker(id.slot);
+                tracing::info!(pid, %reason, uptime_ms = ready_at.elapsed().as_millis() as u64, "worker recycled");
+                return GenerationEnd::Recycled(reason);
+            }
+            _ = tick(health.as_mut()) => {
                 let check = tokio::time::timeout(
                     config.health_check_timeout,
                     shared.adapter.health_check(&connection),
@@ -200,7 +226,34 @@ pub(crate) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|&stop| stop).await;
 }
 
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
+/// Resolves with the reason once the retiring worker has nothing left to serve.
+async fn drained_reason(drained: &mut watch::Receiver<Option<RecycleReason>>) -> RecycleReason {
+    let reason = match drained.wait_for(Option::is_some).await {
+        Ok(reason) => *reason,
+        Err(_) => None,
+    };
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
+/// An interval whose first tick is one `period` from now.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// Resolves at `deadline`, never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
     match interval {
         Some(interval) => {
             interval.tick().await;

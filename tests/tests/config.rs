@@ -13,6 +13,7 @@ use support::run;
 const FILE: &str = r#"
 workers = 2
 request_timeout = 30
+worker_max_age = 3600
 
 [lm]
 model = "anthropic/claude-sonnet-4"
@@ -95,6 +96,11 @@ fn bad_settings_name_their_line_or_variable() {
         ),
         "{error}"
     );
+    let error = Config::from_sources(None, env(&[("DSPEX_WORKER_MAX_REQUESTS", "0")])).unwrap_err();
+    assert!(
+        error.to_string().contains("DSPEX_WORKER_MAX_REQUESTS"),
+        "{error}"
+    );
     let error = Config::from_sources(None, env(&[("DSPEX_LM_ADAPTER", "yaml")])).unwrap_err();
     assert!(error.to_string().contains("chat, json or xml"), "{error}");
     let error = Config::from_sources(
@@ -108,7 +114,15 @@ fn bad_settings_name_their_line_or_variable() {
 #[test]
 fn a_pool_started_from_the_configuration_and_the_builder_over_it() {
     run(async {
-        let config = Config::from_sources(file(), env(&[("DSPEX_WORKERS", "1")])).unwrap();
+        let config = Config::from_sources(
+            file(),
+            env(&[
+                ("DSPEX_WORKERS", "1"),
+                ("DSPEX_WORKER_MAX_REQUESTS", "500"),
+                ("DSPEX_WORKER_MAX_MEMORY_MB", "2048"),
+            ]),
+        )
+        .unwrap();
         let dspex = config
             .apply(Dspex::builder())
             .lm(Lm::dummy(Value::List(Vec::new())))
@@ -119,6 +133,16 @@ fn a_pool_started_from_the_configuration_and_the_builder_over_it() {
             dspex.bridge().pool().stats().size,
             1,
             "the environment's 1, not the file's 2"
+        );
+        let pool = dspex.bridge().pool().config();
+        assert_eq!(
+            (pool.max_requests, pool.max_age, pool.max_memory),
+            (
+                Some(500),
+                Some(std::time::Duration::from_secs(3600)),
+                Some(2048 << 20)
+            ),
+            "recycling limits from the environment and the file"
         );
         dspex.shutdown().await.unwrap();
         // (The configured LM needs ANTHROPIC_API_KEY in the workers, which a worker checks as it

@@ -146,6 +146,14 @@ fn serve(command: &str, argument: &str) -> String {
             }
             Err(_) => format!("err not a number of milliseconds: {argument}"),
         },
+        // Keeps `argument` MiB, touched, for the rest of the process's life.
+        "grow" => match argument.parse::<usize>() {
+            Ok(mib) => {
+                let kept: &'static mut [u8] = vec![1u8; mib << 20].leak();
+                format!("ok {}", kept.len())
+            }
+            Err(_) => format!("err not a number of MiB: {argument}"),
+        },
         "grandchild" => match std::process::Command::new("sleep").arg("1000").spawn() {
             Ok(child) => format!("ok {}", child.id()),
             Err(e) => format!("err {e}"),
