@@ -14,6 +14,7 @@ use crate::error::{PoolError, WorkerExit, WorkerId};
 use crate::recycle::RecycleReason;
 use crate::session::Affinity;
 use crate::stats::PoolStats;
+use crate::telemetry::PoolMetrics;
 
 /// Where one worker slot is in its life.
 #[derive(Debug, Clone)]
@@ -122,10 +123,11 @@ pub(crate) struct Dispatcher<C> {
     closed: Option<PoolError>,
     startup_failure: Option<PoolError>,
     changed: watch::Sender<u64>,
+    metrics: Arc<PoolMetrics>,
 }
 
 impl<C> Dispatcher<C> {
-    pub(crate) fn new(config: &PoolConfig) -> Arc<Mutex<Self>> {
+    pub(crate) fn new(config: &PoolConfig, metrics: Arc<PoolMetrics>) -> Arc<Mutex<Self>> {
         Arc::new_cyclic(|me| {
             Mutex::new(Dispatcher {
                 me: me.clone(),
@@ -155,6 +157,7 @@ impl<C> Dispatcher<C> {
                 closed: None,
                 startup_failure: None,
                 changed: watch::channel(0).0,
+                metrics,
             })
         })
     }
@@ -166,6 +169,34 @@ impl<C> Dispatcher<C> {
 
     fn notify(&self) {
         self.changed.send_modify(|n| *n += 1);
+        self.publish();
+    }
+
+    /// Sets the gauges of workers by state, queue depth and requests in flight.
+    fn publish(&self) {
+        let (mut idle, mut busy, mut retiring, mut starting, mut restarting, mut stopped) =
+            (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+        let mut in_flight = 0;
+        for s in &self.slots {
+            match s.status {
+                SlotStatus::Ready if s.retiring.is_some() => retiring += 1,
+                SlotStatus::Ready if s.in_flight > 0 => busy += 1,
+                SlotStatus::Ready => idle += 1,
+                SlotStatus::Starting => starting += 1,
+                SlotStatus::Restarting(_) => restarting += 1,
+                SlotStatus::Stopped(_) => stopped += 1,
+            }
+            in_flight += s.in_flight;
+        }
+        let workers = &self.metrics.workers;
+        workers.idle.set(idle);
+        workers.busy.set(busy);
+        workers.retiring.set(retiring);
+        workers.starting.set(starting);
+        workers.restarting.set(restarting);
+        workers.stopped.set(stopped);
+        self.metrics.in_flight.set(in_flight as f64);
+        self.metrics.queue_depth.set(self.waiters.len() as f64);
     }
 
     /// Asks for a worker for one request.
@@ -209,7 +240,9 @@ impl<C> Dispatcher<C> {
         };
         if let Some(slot) = self.pick(&target) {
             self.bind(&target, slot);
-            return Ok(Acquired::Now(self.grant(slot)));
+            let lease = self.grant(slot);
+            self.publish();
+            return Ok(Acquired::Now(lease));
         }
         if self.waiters.len() >= self.queue_capacity {
             return Err(PoolError::QueueFull {
@@ -220,6 +253,7 @@ impl<C> Dispatcher<C> {
         let id = self.next_waiter;
         self.next_waiter += 1;
         self.waiters.push_back(Waiter { id, target, reply });
+        self.publish();
         Ok(Acquired::Queued { id, receiver })
     }
 
@@ -227,6 +261,7 @@ impl<C> Dispatcher<C> {
     pub(crate) fn cancel(&mut self, id: u64) -> bool {
         let before = self.waiters.len();
         self.waiters.retain(|w| w.id != id);
+        self.publish();
         self.waiters.len() != before
     }
 
@@ -374,6 +409,7 @@ impl<C> Dispatcher<C> {
             s.in_flight -= 1;
             self.dispatch();
             self.check_drained(worker.slot);
+            self.publish();
         }
     }
 
@@ -395,6 +431,7 @@ impl<C> Dispatcher<C> {
             !(b.worker == worker && b.affinity == Affinity::Hint && b.lost.is_none())
         });
         self.check_drained(worker.slot);
+        self.publish();
     }
 
     /// Tells a retiring slot's worker to stop once it has nothing left to serve.
@@ -450,10 +487,12 @@ impl<C> Dispatcher<C> {
         s.served = 0;
         s.retiring = None;
         s.drained = watch::channel(None).0;
-        WorkerId {
+        let id = WorkerId {
             slot,
             generation: s.generation,
-        }
+        };
+        self.publish();
+        id
     }
 
     /// The worker `worker` is ready to serve through `connection`.

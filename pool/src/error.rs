@@ -229,5 +229,31 @@ pub enum PoolError {
     },
 }
 
+impl PoolError {
+    /// A short, stable name of the error's kind, as in metrics and logs: `queue_full`,
+    /// `queue_timeout`, `request_timeout`, `worker_crashed`, `session_worker_lost`,
+    /// `startup_failed`, `restart_limit_reached`, `circuit_open`, `shutting_down`,
+    /// `invalid_config`, `registry`.
+    ///
+    /// ```
+    /// assert_eq!(snakepit::PoolError::ShuttingDown.kind(), "shutting_down");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PoolError::QueueFull { .. } => "queue_full",
+            PoolError::QueueTimeout { .. } => "queue_timeout",
+            PoolError::RequestTimeout { .. } => "request_timeout",
+            PoolError::WorkerCrashed { .. } => "worker_crashed",
+            PoolError::SessionWorkerLost { .. } => "session_worker_lost",
+            PoolError::StartupFailed { .. } => "startup_failed",
+            PoolError::RestartLimitReached { .. } => "restart_limit_reached",
+            PoolError::CircuitOpen { .. } => "circuit_open",
+            PoolError::ShuttingDown => "shutting_down",
+            PoolError::InvalidConfig(_) => "invalid_config",
+            PoolError::Registry { .. } => "registry",
+        }
+    }
+}
+
 /// The pool's `Result`.
 pub type Result<T, E = PoolError> = std::result::Result<T, E>;

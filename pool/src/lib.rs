@@ -59,6 +59,7 @@ mod retry;
 mod session;
 mod stats;
 mod supervisor;
+pub mod telemetry;
 mod worker;
 
 pub use adapter::{Adapter, BoxError, StartedWorker, WorkerCommand, WorkerContext};

@@ -20,6 +20,7 @@ use crate::registry::{self, RunRegistry};
 use crate::session::Affinity;
 use crate::stats::{Counters, PoolStats};
 use crate::supervisor::{self, RestartIntensity};
+use crate::telemetry::PoolMetrics;
 
 /// What the pool's handles and its background tasks share.
 pub(crate) struct Shared<A: Adapter> {
@@ -28,6 +29,7 @@ pub(crate) struct Shared<A: Adapter> {
     pub(crate) run_id: String,
     pub(crate) dispatcher: Arc<Mutex<Dispatcher<A::Connection>>>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) metrics: Arc<PoolMetrics>,
     pub(crate) registry: RunRegistry,
     pub(crate) intensity: Mutex<RestartIntensity>,
     pub(crate) breaker: Option<Arc<Mutex<Breaker>>>,
@@ -149,9 +151,11 @@ impl<A: Adapter> Pool<A> {
             .clone()
             .unwrap_or_else(registry::default_runtime_dir);
         let registry = RunRegistry::open(&runtime_dir, &run_id)?;
+        let metrics = Arc::new(PoolMetrics::new());
         let shared = Arc::new(Shared {
-            dispatcher: Dispatcher::new(&config),
+            dispatcher: Dispatcher::new(&config, metrics.clone()),
             counters: Arc::new(Counters::default()),
+            metrics,
             intensity: Mutex::new(RestartIntensity::new(&config)),
             breaker: config
                 .circuit_breaker
@@ -236,19 +240,32 @@ impl<A: Adapter> Pool<A> {
 
     async fn acquire(&self, session: Option<(&str, Affinity)>) -> Result<Checkout<A>> {
         let counters = &self.shared.counters;
+        let metrics = &self.shared.metrics;
+        let failed = |e: &PoolError| {
+            Counters::bump(&counters.errors);
+            metrics.error(e);
+        };
+        let asked = Instant::now();
         // Admitted before queueing, so a probe that never reaches a worker hands the probe on.
         let admission = match &self.shared.breaker {
-            Some(breaker) => match lock_breaker(breaker).admit(Instant::now()) {
-                Ok(admission) => Some(Admitted {
-                    breaker: breaker.clone(),
-                    admission,
-                    outcome: AtomicU8::new(OUTCOME_NONE),
-                }),
-                Err(e) => {
-                    Counters::bump(&counters.errors);
-                    return Err(e);
+            Some(breaker) => {
+                let mut guard = lock_breaker(breaker);
+                let admitted = guard.admit(asked);
+                metrics.circuit(guard.state(asked));
+                drop(guard);
+                match admitted {
+                    Ok(admission) => Some(Admitted {
+                        breaker: breaker.clone(),
+                        admission,
+                        outcome: AtomicU8::new(OUTCOME_NONE),
+                        metrics: metrics.clone(),
+                    }),
+                    Err(e) => {
+                        failed(&e);
+                        return Err(e);
+                    }
                 }
-            },
+            }
             None => None,
         };
         let acquired = lock(&self.shared.dispatcher).acquire(session);
@@ -263,18 +280,21 @@ impl<A: Adapter> Pool<A> {
                 };
                 let result = waiting.wait(self.shared.config.queue_timeout).await;
                 waiting.done = true;
-                result.inspect_err(|_| Counters::bump(&counters.errors))?
+                result.inspect_err(failed)?
             }
             Err(e) => {
-                Counters::bump(&counters.errors);
+                failed(&e);
                 return Err(e);
             }
         };
         Counters::bump(&counters.requests);
+        metrics.requests.increment(1);
+        metrics.queue_wait.record(asked.elapsed());
         Ok(Checkout {
             lease,
             request_timeout: self.shared.config.request_timeout,
             counters: counters.clone(),
+            metrics: metrics.clone(),
             admitted: admission,
         })
     }
@@ -427,6 +447,7 @@ pub struct Checkout<A: Adapter> {
     lease: Lease<A::Connection>,
     request_timeout: Option<Duration>,
     counters: Arc<Counters>,
+    metrics: Arc<PoolMetrics>,
     admitted: Option<Admitted>,
 }
 
@@ -439,6 +460,7 @@ struct Admitted {
     breaker: Arc<Mutex<Breaker>>,
     admission: Admission,
     outcome: AtomicU8,
+    metrics: Arc<PoolMetrics>,
 }
 
 impl Drop for Admitted {
@@ -448,7 +470,10 @@ impl Drop for Admitted {
             OUTCOME_FAILED => Some(false),
             _ => None,
         };
-        lock_breaker(&self.breaker).record(self.admission, outcome, Instant::now());
+        let now = Instant::now();
+        let mut breaker = lock_breaker(&self.breaker);
+        breaker.record(self.admission, outcome, now);
+        self.metrics.circuit(breaker.state(now));
     }
 }
 
@@ -513,6 +538,7 @@ impl<A: Adapter> Checkout<A> {
     /// unless [`mark_failed`](Checkout::mark_failed) says otherwise.
     pub async fn run<Fut: Future>(&self, work: Fut) -> Result<Fut::Output> {
         let worker = self.lease.worker;
+        let started = Instant::now();
         let mut death = self.lease.death.clone();
         let timed = async {
             match self.request_timeout {
@@ -530,8 +556,10 @@ impl<A: Adapter> Checkout<A> {
                 Err(PoolError::WorkerCrashed { worker, exit })
             }
         };
-        if result.is_err() {
+        self.metrics.request_duration.record(started.elapsed());
+        if let Err(e) = &result {
             Counters::bump(&self.counters.errors);
+            self.metrics.error(e);
         }
         if let Some(admitted) = &self.admitted {
             let outcome = if result.is_err() {

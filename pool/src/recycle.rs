@@ -36,6 +36,17 @@ pub enum RecycleReason {
     },
 }
 
+impl RecycleReason {
+    /// The limit's name, as in metrics: `max_requests`, `max_age` or `max_memory`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecycleReason::MaxRequests(_) => "max_requests",
+            RecycleReason::MaxAge(_) => "max_age",
+            RecycleReason::MaxMemory { .. } => "max_memory",
+        }
+    }
+}
+
 impl fmt::Display for RecycleReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

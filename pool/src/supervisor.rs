@@ -30,6 +30,7 @@ pub(crate) async fn supervise_slot<A: Adapter>(shared: Arc<Shared<A>>, slot: usi
                 // Not a failure: no backoff, no restart counted against the limit.
                 lock(&shared.dispatcher).worker_recycled(id, reason);
                 Counters::bump(&shared.counters.recycles);
+                shared.metrics.recycled(&reason);
                 continue;
             }
         };
@@ -56,6 +57,7 @@ pub(crate) async fn supervise_slot<A: Adapter>(shared: Arc<Shared<A>>, slot: usi
                     }
                 }
                 Counters::bump(&shared.counters.restarts);
+                shared.metrics.restarts.increment(1);
             }
             RestartDecision::GiveUp => {
                 tracing::error!(
