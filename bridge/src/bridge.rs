@@ -400,10 +400,19 @@ impl Bridge {
         let result = match &self.inner.retry {
             Some(policy) => {
                 policy
-                    .run(|failed: &Attempt| failed.resend_safe, |_| attempt())
+                    .run(
+                        |failed: &Attempt| failed.resend_safe,
+                        |n| {
+                            tracing::Span::current().record("attempt", n);
+                            attempt()
+                        },
+                    )
                     .await
             }
-            None => attempt().await,
+            None => {
+                tracing::Span::current().record("attempt", 1);
+                attempt().await
+            }
         };
         result.map_err(|failed| failed.error)
     }
@@ -510,6 +519,7 @@ impl Bridge {
         >,
     {
         let mut checkout = self.checkout(session).await.map_err(Attempt::from)?;
+        tracing::Span::current().record("worker", tracing::field::display(checkout.worker()));
         if unbounded {
             checkout.set_request_timeout(None);
         }

@@ -117,6 +117,37 @@ pub enum BridgeError {
 }
 
 impl BridgeError {
+    /// A short, stable name of the error's kind, as in metrics and spans: the pool's
+    /// ([`PoolError::kind`]) for pool errors, else `environment`, `python`, `session_not_found`,
+    /// `not_found`, `invalid_argument`, `constraint_violation`, `already_exists`,
+    /// `callback_failed`, `parse_failed`, `result_too_large`, `invalid_value`, `transport`,
+    /// `deadline_exceeded`, `protocol`.
+    ///
+    /// ```
+    /// # use snakepit_grpc_bridge::BridgeError;
+    /// let e = BridgeError::DeadlineExceeded { after: std::time::Duration::from_secs(1) };
+    /// assert_eq!(e.kind(), "deadline_exceeded");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BridgeError::Pool(e) => e.kind(),
+            BridgeError::Environment(_) => "environment",
+            BridgeError::Python(_) => "python",
+            BridgeError::SessionNotFound { .. } => "session_not_found",
+            BridgeError::NotFound { .. } => "not_found",
+            BridgeError::InvalidArgument { .. } => "invalid_argument",
+            BridgeError::ConstraintViolation { .. } => "constraint_violation",
+            BridgeError::AlreadyExists { .. } => "already_exists",
+            BridgeError::CallbackFailed { .. } => "callback_failed",
+            BridgeError::ParseFailed { .. } => "parse_failed",
+            BridgeError::ResultTooLarge { .. } => "result_too_large",
+            BridgeError::InvalidValue(_) => "invalid_value",
+            BridgeError::Transport { .. } => "transport",
+            BridgeError::DeadlineExceeded { .. } => "deadline_exceeded",
+            BridgeError::Protocol(_) => "protocol",
+        }
+    }
+
     /// The Python exception, if this error is one.
     pub fn python(&self) -> Option<&PythonError> {
         match self {

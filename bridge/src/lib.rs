@@ -41,6 +41,7 @@ mod fork_server;
 mod framing;
 mod installer;
 mod lm;
+pub mod telemetry;
 mod transport;
 mod value;
 mod workdir;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from snakepit_bridge.instance import forget_history
 from snakepit_bridge.messages import failure as _failure
 from snakepit_bridge.messages import pb2
 from snakepit_bridge.sessions import Session
+from snakepit_bridge.tracing import Traced
 from snakepit_bridge.values import ObjectHandle, fill, from_proto, map_from_proto, to_proto
 
 
@@ -107,7 +109,9 @@ class DspyService:
             return None
 
     @staticmethod
-    def _response(session: Session | None, result: Any, entries: Any, options: Any) -> Any:
+    def _response(
+        session: Session | None, result: Any, entries: Any, options: Any, traced: Traced | None = None
+    ) -> Any:
         from snakepit_bridge.prediction import record_of
 
         record = record_of(entries, with_history=options.history)
@@ -116,8 +120,43 @@ class DspyService:
         usage = response.usage
         for key, count in record.usage.items():
             setattr(usage, key, count)
+        if entries:
+            usage.model = str(entries[-1].get("model") or "")
         if options.history:
             response.history.extend(_history(record))
+        if traced is not None and traced.root is not None:
+            traced.root.attributes.update(
+                {
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                    "dspy.lm_calls": usage.lm_calls,
+                }
+            )
+        return response
+
+    @staticmethod
+    def _traced(options: Any, target: Any, lm: Any, method: str = "__call__") -> Traced:
+        attributes: dict[str, Any] = {
+            "dspy.module": _type_name(target),
+            "process.pid": os.getpid(),
+        }
+        signature = getattr(target, "signature", None)
+        if signature is not None:
+            attributes["dspy.signature"] = getattr(signature, "__name__", "")
+        if method not in ("", "__call__"):
+            attributes["dspy.method"] = method
+        model = getattr(getattr(lm, "lm", None), "model", None)
+        if model:
+            attributes["gen_ai.request.model"] = str(model)
+        return Traced(options, "dspy.worker", **attributes)
+
+    @staticmethod
+    def _with_spans(response: Any, traced: Traced, error: BaseException | None = None) -> Any:
+        """Ends the call's root span and puts the recorded spans in the response."""
+        if traced.trace is not None:
+            if traced.root is not None and not traced.root.end:
+                traced.root.finish(error)
+            response.spans.extend(traced.trace.to_proto(pb2, to_proto))
         return response
 
     async def _call(
@@ -125,8 +164,15 @@ class DspyService:
         args: list[Any], kwargs: dict[str, Any], options: Any,
     ) -> Any:
         lm = self._lm_for(target, options, instance_lm)
-        result, entries = await self.dspy.call(target, method, args, kwargs, lm)
-        return self._response(session, result, entries, options)
+        with self._traced(options, target, lm, method) as traced:
+            try:
+                result, entries = await self.dspy.call(
+                    target, method, args, kwargs, lm, traced.callbacks()
+                )
+            except Exception as exc:
+                return self._with_spans(pb2.CallResponse(error=_failure(exc)), traced, exc)
+            response = self._response(session, result, entries, options, traced)
+            return self._with_spans(response, traced)
 
     def _instance(self, session: Session, instance_id: str) -> Any:
         try:
@@ -211,25 +257,34 @@ class DspyService:
             lm = self._lm_for(module, request.options, None)
             if not self.dspy.runs_now(module, lm):
                 return functools.partial(self._run_module, module, lm, request)
-            inputs = map_from_proto(pb2, request.inputs)
-            try:
-                result, entries = self.dspy.call_now(module, inputs, lm)
-            finally:
-                forget_history(module)
-            return self._response(None, result, entries, request.options)
         except Exception as exc:
             return pb2.CallResponse(error=_failure(exc))
+        with self._traced(request.options, module, lm) as traced:
+            try:
+                inputs = map_from_proto(pb2, request.inputs)
+                try:
+                    result, entries = self.dspy.call_now(module, inputs, lm, traced.callbacks())
+                finally:
+                    forget_history(module)
+                response = self._response(None, result, entries, request.options, traced)
+                return self._with_spans(response, traced)
+            except Exception as exc:
+                return self._with_spans(pb2.CallResponse(error=_failure(exc)), traced, exc)
 
     async def _run_module(self, module: Any, lm: Any, request: Any) -> Any:
-        try:
-            inputs = map_from_proto(pb2, request.inputs)
+        with self._traced(request.options, module, lm) as traced:
             try:
-                result, entries = await self.dspy.call(module, "__call__", [], inputs, lm)
-            finally:
-                forget_history(module)
-            return self._response(None, result, entries, request.options)
-        except Exception as exc:
-            return pb2.CallResponse(error=_failure(exc))
+                inputs = map_from_proto(pb2, request.inputs)
+                try:
+                    result, entries = await self.dspy.call(
+                        module, "__call__", [], inputs, lm, traced.callbacks()
+                    )
+                finally:
+                    forget_history(module)
+                response = self._response(None, result, entries, request.options, traced)
+                return self._with_spans(response, traced)
+            except Exception as exc:
+                return self._with_spans(pb2.CallResponse(error=_failure(exc)), traced, exc)
 
     async def RunModule(self, request: Any, context: Any) -> Any:
         try:

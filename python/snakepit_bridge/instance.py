@@ -186,7 +186,9 @@ class DspyRuntime:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _settings(self, lm: LmSetup | None, call_lm: Any, collector: HistoryCollector) -> dict[str, Any]:
+    def _settings(
+        self, lm: LmSetup | None, call_lm: Any, collector: HistoryCollector, callbacks: list[Any]
+    ) -> dict[str, Any]:
         dspy = load_dspy()
         settings: dict[str, Any] = {
             "caller_modules": [*(dspy.settings.caller_modules or []), collector],
@@ -194,6 +196,8 @@ class DspyRuntime:
             # worker's life (modules like BestOfN extend it), mixing concurrent calls.
             "trace": [],
         }
+        if callbacks:
+            settings["callbacks"] = [*(dspy.settings.get("callbacks") or []), *callbacks]
         if lm is not None:
             settings.update(lm=call_lm, adapter=lm.adapter)
         return settings
@@ -208,7 +212,7 @@ class DspyRuntime:
         return type(target) in (dspy.Predict, dspy.ChainOfThought)
 
     def call_now(
-        self, target: Any, kwargs: dict[str, Any], lm: LmSetup
+        self, target: Any, kwargs: dict[str, Any], lm: LmSetup, callbacks: list[Any] | None = None
     ) -> tuple[Any, list[dict[str, Any]]]:
         """``target(**kwargs)`` at once, for a call that ``runs_now``. No other call runs while it
         does, so it uses the LM itself (no per-call copy) and empties the LM's history after."""
@@ -216,7 +220,7 @@ class DspyRuntime:
         check_inputs(getattr(target, "signature", None), kwargs)
         dspy = load_dspy()
         try:
-            with dspy.context(**self._settings(lm, lm.lm, collector)):
+            with dspy.context(**self._settings(lm, lm.lm, collector, callbacks or [])):
                 result = target(**kwargs)
         finally:
             history = getattr(lm.lm, "history", None)
@@ -233,17 +237,18 @@ class DspyRuntime:
         args: list[Any],
         kwargs: dict[str, Any],
         lm: LmSetup | None,
+        callbacks: list[Any] | None = None,
     ) -> tuple[Any, Any]:
         """Calls ``target.method`` (DSPy's async path for modules) inside a per-call LM context.
         Returns the result and the history entries of the call's LM requests."""
         if method in ("", "__call__") and not args and lm is not None and self.runs_now(target, lm):
-            return self.call_now(target, kwargs, lm)
+            return self.call_now(target, kwargs, lm, callbacks)
         dspy = load_dspy()
         collector = HistoryCollector()
         call_lm = lm.lm.copy() if lm is not None else None
         if method in ("", "__call__", "forward") and not args:
             check_inputs(getattr(target, "signature", None), kwargs)
-        with dspy.context(**self._settings(lm, call_lm, collector)):
+        with dspy.context(**self._settings(lm, call_lm, collector, callbacks or [])):
             if method in ("", "__call__") and _has_async_path(target):
                 result = await target.acall(*args, **kwargs)
             else:

@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     security.install_log_scrubbing()
+    from snakepit_bridge.tracing import install_log_context
+
+    install_log_context()
     from snakepit_bridge.event_loop import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -1,11 +1,14 @@
 //! Python objects in a session: DSPy modules (and any class by dotted path), their calls and
 //! batches.
 
+use tracing::Instrument;
+
 use crate::api::sessions::Session;
 use crate::bridge::Bridge;
 use crate::convert::map_to_proto;
 use crate::error::{BridgeError, Result};
 use crate::proto::{self as pb, instance_response};
+use crate::telemetry::CallScope;
 use crate::value::{Map, ObjectRef, Value};
 
 use super::prediction::{call_result, prediction};
@@ -17,6 +20,30 @@ pub struct Instance {
     bridge: Bridge,
     session_id: String,
     handle: ObjectRef,
+}
+
+/// The usage of a batch's results summed, and their spans together, as one response.
+fn merged(results: &[pb::CallResponse]) -> pb::CallResponse {
+    let mut usage = pb::Usage::default();
+    let mut spans = Vec::new();
+    for result in results {
+        if let Some(u) = &result.usage {
+            usage.prompt_tokens += u.prompt_tokens;
+            usage.completion_tokens += u.completion_tokens;
+            usage.total_tokens += u.total_tokens;
+            usage.lm_calls += u.lm_calls;
+            usage.cost += u.cost;
+            if !u.model.is_empty() {
+                usage.model.clone_from(&u.model);
+            }
+        }
+        spans.extend(result.spans.iter().cloned());
+    }
+    pb::CallResponse {
+        usage: Some(usage),
+        spans,
+        ..Default::default()
+    }
 }
 
 impl Session {
@@ -178,6 +205,9 @@ impl Instance {
         kwargs: Map,
         options: &CallOptions,
     ) -> Result<CallResult> {
+        let scope = CallScope::new(&self.handle.type_name, method, Some(&self.session_id));
+        let mut proto_options = options.to_proto();
+        scope.apply(&mut proto_options);
         let request = pb::CallInstanceRequest {
             session_id: self.session_id.clone(),
             instance_id: self.handle.id.clone(),
@@ -186,7 +216,7 @@ impl Instance {
                 items: args.iter().map(Into::into).collect(),
             }),
             kwargs: Some(map_to_proto(&kwargs)),
-            options: Some(options.to_proto()),
+            options: Some(proto_options),
         };
         let call = async {
             self.bridge
@@ -201,8 +231,15 @@ impl Instance {
                 .await
                 .map_err(|failed| failed.error)
         };
-        let response = options.within_deadline(call).await?;
-        call_result(response)
+        let result = async {
+            let response = options.within_deadline(call).await?;
+            scope.received(&response);
+            call_result(response)
+        }
+        .instrument(scope.span().clone())
+        .await;
+        scope.finish(&result);
+        result
     }
 
     /// Reads an attribute.
@@ -229,11 +266,14 @@ impl Instance {
         options: &CallOptions,
         max_concurrency: u32,
     ) -> Result<Vec<Result<Prediction>>> {
+        let scope = CallScope::new(&self.handle.type_name, "batch", Some(&self.session_id));
+        let mut proto_options = options.to_proto();
+        scope.apply(&mut proto_options);
         let request = pb::BatchRequest {
             session_id: self.session_id.clone(),
             instance_id: self.handle.id.clone(),
             inputs: inputs.iter().map(map_to_proto).collect(),
-            options: Some(options.to_proto()),
+            options: Some(proto_options),
             max_concurrency,
         };
         let call = self.bridge.call_unless_timed(
@@ -241,15 +281,22 @@ impl Instance {
             options.lifts_pool_timeout(),
             |mut c| async move { c.batch_call(request).await },
         );
-        let response = options.within_deadline(call).await?.into_inner();
-        if let Some(error) = response.error {
-            return Err(error.into());
+        let result = async {
+            let response = options.within_deadline(call).await?.into_inner();
+            scope.received(&merged(&response.results));
+            if let Some(error) = response.error {
+                return Err(error.into());
+            }
+            Ok(response
+                .results
+                .into_iter()
+                .map(|r| call_result(r).and_then(prediction))
+                .collect::<Vec<_>>())
         }
-        Ok(response
-            .results
-            .into_iter()
-            .map(|r| call_result(r).and_then(prediction))
-            .collect())
+        .instrument(scope.span().clone())
+        .await;
+        scope.finish(&result);
+        result
     }
 
     /// Deletes the instance from its session.

@@ -33,10 +33,13 @@ pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
 pub use signature::{FieldSpec, SignatureSpec};
 pub use state::ModuleState;
 
+use tracing::Instrument;
+
 use crate::bridge::Bridge;
 use crate::convert::map_to_proto;
 use crate::error::Result;
 use crate::proto as pb;
+use crate::telemetry::CallScope;
 use crate::value::Map;
 use prediction::{call_result, prediction};
 
@@ -69,6 +72,9 @@ impl Bridge {
         inputs: Map,
         options: &CallOptions,
     ) -> Result<Prediction> {
+        let scope = CallScope::new(class_path, &signature.name, None);
+        let mut proto_options = options.to_proto();
+        scope.apply(&mut proto_options);
         let registered = signature.registered();
         let request = pb::RunModuleRequest {
             class_path: class_path.to_owned(),
@@ -76,7 +82,7 @@ impl Bridge {
             signature_hash: registered.hash.to_vec(),
             kwargs: Some(map_to_proto(&kwargs)),
             inputs: Some(map_to_proto(&inputs)),
-            options: Some(options.to_proto()),
+            options: Some(proto_options),
             state_hash: state.map(|s| s.hash().to_vec()).unwrap_or_default(),
             state: String::new(),
         };
@@ -98,8 +104,15 @@ impl Bridge {
                 |mut c, request| async move { c.run_module(request).await },
             )
         });
-        let response = options.within_deadline(call).await?;
-        prediction(call_result(response)?)
+        let result = async {
+            let response = options.within_deadline(call).await?;
+            scope.received(&response);
+            prediction(call_result(response)?)
+        }
+        .instrument(scope.span().clone())
+        .await;
+        scope.finish(&result);
+        result
     }
 
     /// `dspy.Predict(signature)(**inputs)` with the pool's LM.

@@ -83,6 +83,7 @@ impl CallOptions {
         pb::CallOptions {
             lm: self.lm.as_ref().map(Lm::to_proto),
             history: self.history,
+            ..Default::default()
         }
     }
 }
