@@ -218,7 +218,7 @@ impl Instance {
             kwargs: Some(map_to_proto(&kwargs)),
             options: Some(proto_options),
         };
-        let call = async {
+        let call = Box::pin(async {
             self.bridge
                 .call_fast(
                     Some(&self.session_id),
@@ -230,7 +230,7 @@ impl Instance {
                 )
                 .await
                 .map_err(|failed| failed.error)
-        };
+        });
         let result = async {
             let response = options.within_deadline(call).await?;
             scope.received(&response);

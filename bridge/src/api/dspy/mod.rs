@@ -94,7 +94,9 @@ impl Bridge {
         let (request, with_definition) = (&request, &with_definition);
         // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
         // or confirmed that it cancelled a timed-out attempt).
-        let call = self.retrying(|| {
+        // Boxed: the attempt's future (tonic, the fast path) is large, and a typed call nests
+        // it in several more; on the heap it does not grow every caller's stack.
+        let call = Box::pin(self.retrying(|| {
             self.call_fast(
                 None,
                 crate::fast::RUN_MODULE,
@@ -103,7 +105,7 @@ impl Bridge {
                 options.lifts_pool_timeout(),
                 |mut c, request| async move { c.run_module(request).await },
             )
-        });
+        }));
         let result = async {
             let response = options.within_deadline(call).await?;
             scope.received(&response);
