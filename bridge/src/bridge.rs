@@ -285,6 +285,21 @@ impl BridgeBuilder {
         self
     }
 
+    /// Sends the progress of provisioning the Python environment (the first start on a machine)
+    /// to `report` instead of standard error: e.g. to a progress bar.
+    ///
+    /// ```
+    /// use snakepit_grpc_bridge::Bridge;
+    /// let builder = Bridge::builder().on_provisioning(|p| println!("{}", p.message));
+    /// ```
+    pub fn on_provisioning(
+        mut self,
+        report: impl Fn(&crate::ProvisionProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.environment = self.environment.on_progress(report);
+        self
+    }
+
     /// Provisions the Python environment if needed (visible progress on standard error), then
     /// starts the workers and waits until all are ready.
     pub async fn start(self) -> Result<Bridge> {

@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::embedded::{PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK, REQUIREMENTS_TEST_LOCK};
 use crate::installer::Installer;
 pub use crate::installer::UV_VERSION;
+use crate::provisioning::{ProvisionProgress, ProvisionReporter};
 
 /// The oldest Python the pinned requirements install on (`requirements.lock`: cachetools 8 and
 /// numpy 2.4 need 3.11; DSPy itself would take 3.10).
@@ -115,6 +116,8 @@ pub struct EnvironmentOptions {
     pub test_requirements: bool,
     /// The cache directory. Default: see the module documentation.
     pub cache_dir: Option<PathBuf>,
+    /// Receives the progress of building the environment. Default: lines on standard error.
+    pub progress: Option<ProvisionReporter>,
 }
 
 impl EnvironmentOptions {
@@ -136,6 +139,15 @@ impl EnvironmentOptions {
         self.cache_dir = Some(dir.into());
         self
     }
+
+    /// Sends the progress of building the environment to `report` instead of standard error.
+    pub fn on_progress(
+        mut self,
+        report: impl Fn(&ProvisionProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(ProvisionReporter::new(report));
+        self
+    }
 }
 
 /// A ready Python environment: the interpreter and the materialised worker package.
@@ -150,6 +162,10 @@ impl PythonEnvironment {
     /// Finds or builds the environment. Blocking (the first run installs packages, about a
     /// minute, with progress on standard error): call it from `spawn_blocking` in async code.
     pub fn resolve(options: &EnvironmentOptions) -> Result<Self, EnvironmentError> {
+        crate::provisioning::with_reporter(options.progress.clone(), || Self::resolve_here(options))
+    }
+
+    fn resolve_here(options: &EnvironmentOptions) -> Result<Self, EnvironmentError> {
         let cache = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let explicit = options
             .python
@@ -208,8 +224,7 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 pub(crate) fn progress(message: &str) {
-    // Straight to the stderr handle, not eprintln!, so the test harness does not swallow it.
-    let _ = writeln!(io::stderr(), "[dspex] {message}");
+    crate::provisioning::report(message);
 }
 
 fn hash_hex(parts: &[&[u8]]) -> String {
@@ -314,12 +329,15 @@ pub(crate) fn run_step(
         })?;
     let stderr = child.stderr.take().expect("piped");
     // Both streams are progress (uv reports on stderr); stderr is also the failure's tail.
+    let reporter = crate::provisioning::current();
     let errors = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .inspect(|line| progress(&format!("  {line}")))
-            .collect::<Vec<_>>()
+        crate::provisioning::with_reporter(reporter, || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .inspect(|line| progress(&format!("  {line}")))
+                .collect::<Vec<_>>()
+        })
     });
     let mut tail = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped"))
@@ -599,5 +617,37 @@ mod prune_tests {
             vec![building]
         );
         assert!(current.exists());
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use crate::provisioning::with_reporter;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_steps_output_on_both_streams_reaches_the_reporter() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let reporter = ProvisionReporter::new(move |p| {
+            kept.lock().unwrap().push((p.message.clone(), p.detail));
+        });
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo to-stdout; echo to-stderr >&2"]);
+        with_reporter(Some(reporter), || {
+            progress("installing");
+            run_step("a step", command, "no hint").unwrap();
+        });
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("installing".to_owned(), false),
+                ("to-stderr".to_owned(), true),
+                ("to-stdout".to_owned(), true),
+            ]
+        );
     }
 }

@@ -41,6 +41,7 @@ mod fork_server;
 mod framing;
 mod installer;
 mod lm;
+mod provisioning;
 pub mod telemetry;
 mod transport;
 mod value;
@@ -54,6 +55,7 @@ mod proto {
 pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
+pub use provisioning::{ProvisionProgress, ProvisionReporter};
 pub use snakepit;
 pub use snakepit::{
     CircuitBreakerConfig, CircuitState, PoolError, RecycleReason, RetryPolicy, WorkerExit,

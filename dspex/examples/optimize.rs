@@ -9,9 +9,8 @@
 
 use std::time::Instant;
 
-use dspex::optimize::CompileProgress;
 use dspex::prelude::*;
-use indicatif::{ProgressBar, ProgressStyle};
+use dspex::progress::ProgressBar;
 
 /// Rewrite the question as a short search query.
 #[dspy_signature]
@@ -155,11 +154,8 @@ async fn main() -> dspex::Result<()> {
         before.failed
     );
 
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} MIPROv2 [{elapsed}] {msg}").expect("template"),
-    );
-    let shown = bar.clone();
+    // Drawn on a terminal, silent otherwise.
+    let bar = ProgressBar::new("compiling");
     let started = Instant::now();
     let compiled = MIPROv2::new(metric)
         .budget(3, 6)
@@ -167,16 +163,10 @@ async fn main() -> dspex::Result<()> {
         .max_labeled_demos(2)
         .num_threads(4)
         .minibatch(false)
-        .on_progress(move |p: &CompileProgress| {
-            shown.set_message(format!(
-                "{} metric calls, last {:.2}, best {:.2}",
-                p.metric_calls, p.last_score, p.best_score
-            ));
-            shown.tick();
-        })
+        .on_progress(bar.compilation())
         .compile_with_valset(&rag, &trainset, &devset)
         .await?;
-    bar.finish_and_clear();
+    bar.clear();
     println!("Compiled in {:.1} s", started.elapsed().as_secs_f64());
 
     let after = Evaluate::new(&devset, metric).run(&compiled).await?;

@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dspex = Dspex::builder()
         .lm(Lm::custom("dspex_rule_lm.RuleLM", kwargs))
         .workers(2)
-        .bridge(|b| b.pool(|p| p.max_in_flight_per_worker(4).max_requests(Some(25))))
+        .bridge(|b| b.pool(|p| p.max_in_flight_per_worker(4).max_requests(Some(15))))
         .python_path(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"))
         .start()
         .await?;

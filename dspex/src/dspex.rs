@@ -52,6 +52,16 @@ impl DspexBuilder {
         self
     }
 
+    /// Sends the progress of provisioning the Python environment (the first start on a machine)
+    /// to `report` instead of standard error; see [`crate::progress::ProgressBar::provisioning`].
+    pub fn on_provisioning(
+        mut self,
+        report: impl Fn(&crate::progress::ProvisionProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.bridge = self.bridge.on_provisioning(report);
+        self
+    }
+
     /// A directory on the workers' `PYTHONPATH`.
     pub fn python_path(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bridge = self.bridge.python_path(dir);

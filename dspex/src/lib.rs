@@ -114,6 +114,7 @@ pub mod config;
 pub mod data;
 pub mod metric;
 pub mod optimize;
+pub mod progress;
 pub mod react;
 pub mod usage;
 

@@ -177,4 +177,37 @@ pub trait Module: Program {
                 .await
         }
     }
+
+    /// [`batch_with`](Module::batch_with), calling `report` after each input (in the order they
+    /// finish): done, failed, total.
+    fn batch_reporting(
+        &self,
+        inputs: Vec<Self::Input>,
+        concurrency: usize,
+        report: impl Fn(&crate::progress::BatchProgress) + Send + Sync,
+    ) -> impl Future<Output = Vec<Result<Self::Output>>> + Send {
+        async move {
+            let total = inputs.len();
+            let done = std::sync::atomic::AtomicUsize::new(0);
+            let failed = std::sync::atomic::AtomicUsize::new(0);
+            let (done, failed, report) = (&done, &failed, &report);
+            futures_util::stream::iter(inputs)
+                .map(|input| async move {
+                    let result = self.forward(input).await;
+                    if result.is_err() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let progress = crate::progress::BatchProgress {
+                        done: done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                        total,
+                        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+                    };
+                    report(&progress);
+                    result
+                })
+                .buffered(concurrency.max(1))
+                .collect()
+                .await
+        }
+    }
 }
