@@ -135,15 +135,20 @@ impl CallScope {
 
     /// Records how the call ended: latency, outcome, metrics.
     pub(crate) fn finish<T>(&self, result: &Result<T, BridgeError>) {
+        match result {
+            Ok(_) => self.finish_as("ok", None),
+            Err(e) => self.finish_as(e.kind(), Some(e)),
+        }
+    }
+
+    /// Records how the call ended: `outcome` (`ok`, an error's kind, `cancelled`), and the
+    /// error if there is one.
+    pub(crate) fn finish_as(&self, outcome: &'static str, error: Option<&BridgeError>) {
         let elapsed = self.started.elapsed();
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
         self.span
             .record("latency_ms", elapsed.as_secs_f64() * 1e3)
             .record("outcome", outcome);
-        if let Err(e) = result {
+        if let Some(e) = error {
             self.span.record("otel.status_code", "ERROR");
             tracing::debug!(parent: &self.span, error = %e, "DSPy call failed");
         }

@@ -132,7 +132,7 @@ pub use error::{DecodeError, Error, Result, error_chain};
 pub use evaluate::{Evaluate, EvaluateProgress, EvaluationReport, ExampleResult, Outcome};
 pub use example::Example;
 pub use metric::Metric;
-pub use modules::{ChainOfThought, Detailed, Predict, Reasoned};
+pub use modules::{ChainOfThought, Detailed, Predict, Reasoned, Streamed, TypedStream};
 pub use object::ObjectModule;
 pub use optimize::{
     BootstrapFewShot, BootstrapFewShotWithRandomSearch, COPRO, GEPA, LabeledFewShot, MIPROv2, SIMBA,
@@ -141,6 +141,7 @@ pub use predictor::{Predictor, PredictorKind};
 pub use program::{DEFAULT_BATCH_CONCURRENCY, Module, Program};
 pub use react::ReAct;
 pub use signature::{Signature, SignatureInput, SignatureOutput};
+pub use snakepit_grpc_bridge::api::dspy::FieldChunk;
 pub use snakepit_grpc_bridge::api::dspy::{CallOptions, HistoryEntry, Lm, LmAdapter, Usage};
 pub use snakepit_grpc_bridge::{BridgeError, Value};
 pub use state::{Demo, FieldState, PredictorState, StateError};

@@ -2,7 +2,9 @@
 
 use std::marker::PhantomData;
 
-use snakepit_grpc_bridge::api::dspy::{CallOptions, Lm, Prediction};
+use snakepit_grpc_bridge::api::dspy::{
+    CallOptions, FieldChunk, Lm, Prediction, PredictionStream, StreamItem,
+};
 
 use crate::dspex::Dspex;
 use crate::error::{Error, Result};
@@ -183,6 +185,106 @@ impl<S: Signature> Predict<S> {
             decode::<S>,
         )
     }
+}
+
+impl<S: Signature> Predict<S> {
+    /// Runs the module on one input, streamed: each output field in pieces as the LM writes it
+    /// (DSPy's `streamify`), then the typed output. Dropping the stream cancels the call in its
+    /// worker.
+    ///
+    /// ```no_run
+    /// # use dspex::prelude::*;
+    /// /// Answer the question.
+    /// #[dspy_signature]
+    /// pub struct Qa {
+    ///     /// The question.
+    ///     #[input]
+    ///     pub question: String,
+    ///     /// The answer.
+    ///     #[output]
+    ///     pub answer: String,
+    /// }
+    /// # async fn demo(dspex: &Dspex) -> dspex::Result<()> {
+    /// use dspex::Streamed;
+    /// use futures_util::StreamExt;
+    /// let mut stream = Predict::<Qa>::new(dspex)
+    ///     .stream(QaInput { question: "Why is the sky blue?".into() })
+    ///     .await?;
+    /// while let Some(item) = stream.next().await {
+    ///     match item? {
+    ///         Streamed::Chunk(chunk) => print!("{}", chunk.text),
+    ///         Streamed::Output(out) => println!("\n{}", out.answer),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream(&self, input: S::Input) -> Result<TypedStream<S::Output>> {
+        self.stream_with(input, &CallOptions::default()).await
+    }
+
+    /// [`stream`](Predict::stream) with options (an LM, a deadline for the whole stream).
+    pub async fn stream_with(
+        &self,
+        input: S::Input,
+        options: &CallOptions,
+    ) -> Result<TypedStream<S::Output>> {
+        let stream = self.predictor.stream(input.to_inputs(), options).await?;
+        Ok(typed(stream, decode::<S>))
+    }
+}
+
+impl<S: Signature> ChainOfThought<S> {
+    /// Runs the module on one input, streamed: the reasoning and each output field in pieces as
+    /// the LM writes them, then the reasoning and typed output.
+    pub async fn stream(&self, input: S::Input) -> Result<TypedStream<Reasoned<S::Output>>> {
+        self.stream_with(input, &CallOptions::default()).await
+    }
+
+    /// [`stream`](ChainOfThought::stream) with options.
+    pub async fn stream_with(
+        &self,
+        input: S::Input,
+        options: &CallOptions,
+    ) -> Result<TypedStream<Reasoned<S::Output>>> {
+        let stream = self.predictor.stream(input.to_inputs(), options).await?;
+        Ok(typed(stream, decode_reasoned::<S>))
+    }
+}
+
+/// One item of a typed stream: a piece of an output field, a status message of DSPy's, or, last,
+/// the typed output.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Streamed<O> {
+    /// A piece of an output field (or of the reasoning), as the LM wrote it.
+    Chunk(FieldChunk),
+    /// One of DSPy's status messages.
+    Status(String),
+    /// The typed output, last.
+    Output(O),
+}
+
+/// The items of a typed streamed call, ending after [`Streamed::Output`] or with one error.
+pub type TypedStream<O> = futures_util::stream::BoxStream<'static, Result<Streamed<O>>>;
+
+fn typed<O: Send + 'static>(
+    stream: PredictionStream,
+    decode: fn(Prediction) -> Result<O>,
+) -> TypedStream<O> {
+    use futures_util::StreamExt;
+    stream
+        .map(move |item| match item? {
+            StreamItem::Chunk(chunk) => Ok(Streamed::Chunk(chunk)),
+            StreamItem::Status(status) => Ok(Streamed::Status(status)),
+            StreamItem::Done(prediction) => decode(prediction).map(Streamed::Output),
+            other => Err(crate::Error::Bridge(
+                snakepit_grpc_bridge::BridgeError::Protocol(format!(
+                    "an unknown stream item: {other:?}"
+                )),
+            )),
+        })
+        .boxed()
 }
 
 impl<S: Signature> ChainOfThought<S> {

@@ -259,6 +259,57 @@ impl Predictor {
         Ok(prediction)
     }
 
+    /// Runs the predictor on `inputs`, streamed: each output field in pieces as the LM writes
+    /// it, then the prediction (whose usage counts in the enclosing
+    /// [`measured`](crate::usage::measured) scope when it arrives). Inside an optimiser's
+    /// `forward` the call runs whole and the stream holds the prediction alone.
+    pub async fn stream(
+        &self,
+        inputs: Map,
+        options: &CallOptions,
+    ) -> Result<snakepit_grpc_bridge::api::dspy::PredictionStream> {
+        use futures_util::StreamExt;
+        use snakepit_grpc_bridge::api::dspy::StreamItem;
+        let options = match (&options.lm, &self.lm) {
+            (None, Some(lm)) => &options.clone().lm(lm.clone()),
+            _ => options,
+        };
+        let stream = match &self.route {
+            Route::Pool => {
+                self.dspex
+                    .bridge
+                    .stream_module(
+                        self.kind.class_path(),
+                        &self.spec,
+                        self.tuned.as_ref().map(|t| &t.module),
+                        Map::new(),
+                        inputs,
+                        options,
+                    )
+                    .await?
+            }
+            Route::Traced(_) => {
+                let prediction = self.run_unmeasured(inputs, options).await;
+                futures_util::stream::once(async move {
+                    prediction.map(StreamItem::Done).map_err(|e| match e {
+                        crate::Error::Bridge(e) => e,
+                        other => {
+                            snakepit_grpc_bridge::BridgeError::Protocol(crate::error_chain(&other))
+                        }
+                    })
+                })
+                .boxed()
+            }
+        };
+        Ok(stream
+            .inspect(|item| {
+                if let Ok(StreamItem::Done(prediction)) = item {
+                    crate::usage::record(prediction.usage);
+                }
+            })
+            .boxed())
+    }
+
     async fn run_unmeasured(&self, inputs: Map, options: &CallOptions) -> Result<Prediction> {
         let options = match (&options.lm, &self.lm) {
             (None, Some(lm)) => &options.clone().lm(lm.clone()),

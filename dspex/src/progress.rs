@@ -8,17 +8,30 @@
 //! stays silent otherwise (a service's logs, CI).
 //!
 //! ```no_run
-//! # async fn demo(dspex: &dspex::Dspex, devset: &[dspex::Example<QInput, QOutput>]) -> dspex::Result<()> {
-//! # use dspex::prelude::*;
-//! # #[dspy_signature] pub struct Q { #[input] pub q: String, #[output] pub a: String }
+//! use dspex::prelude::*;
+//! use dspex::Example;
 //! use dspex::progress::ProgressBar;
-//! let bar = ProgressBar::new("evaluating");
-//! let report = Evaluate::new(devset, |ex: &Example<QInput, QOutput>, out: &QOutput| ex.output.a == out.a)
-//!     .on_progress(bar.evaluation())
-//!     .run(&Predict::<Q>::new(dspex))
-//!     .await?;
-//! bar.finish(format!("score {:.2}", report.score));
-//! # Ok(()) }
+//!
+//! /// Answer the question.
+//! #[dspy_signature]
+//! pub struct Q {
+//!     /// The question.
+//!     #[input]
+//!     pub q: String,
+//!     /// The answer.
+//!     #[output]
+//!     pub a: String,
+//! }
+//!
+//! async fn evaluate(dspex: &Dspex, devset: &[Example<QInput, QOutput>]) -> dspex::Result<()> {
+//!     let bar = ProgressBar::new("evaluating");
+//!     let report = Evaluate::new(devset, |ex: &Example<QInput, QOutput>, out: &QOutput| ex.output.a == out.a)
+//!         .on_progress(bar.evaluation())
+//!         .run(&Predict::<Q>::new(dspex))
+//!         .await?;
+//!     bar.finish(format!("score {:.2}", report.score));
+//!     Ok(())
+//! }
 //! ```
 
 use std::time::Duration;

@@ -532,6 +532,22 @@ impl<A: Adapter> Checkout<A> {
         }
     }
 
+    /// Awaits `work`, racing it against the worker's death only: for the parts of one long
+    /// request (the messages of a stream), which [`run`](Checkout::run) would time and count one
+    /// by one. Counts nothing and applies no timeout.
+    pub async fn watch<Fut: Future>(&self, work: Fut) -> Result<Fut::Output> {
+        let worker = self.lease.worker;
+        let mut death = self.lease.death.clone();
+        tokio::select! {
+            biased;
+            output = work => Ok(output),
+            exit = death.wait_for(Option::is_some) => {
+                let exit = exit.ok().and_then(|e| e.clone()).unwrap_or(WorkerExit::Stopped);
+                Err(PoolError::WorkerCrashed { worker, exit })
+            }
+        }
+    }
+
     /// Awaits `work`, racing it against the worker's death and the request timeout.
     ///
     /// For the circuit breaker, a pool error counts as a failure and anything else as a success

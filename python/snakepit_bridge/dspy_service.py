@@ -286,6 +286,41 @@ class DspyService:
             except Exception as exc:
                 return self._with_spans(pb2.CallResponse(error=_failure(exc)), traced, exc)
 
+    async def StreamModule(self, request: Any, context: Any) -> Any:
+        """``RunModule`` streamed: field chunks while the LM writes, then the whole result. The
+        call is cancelled with its stream."""
+        if context is not None:
+            # The stream is open at once, not with its first piece.
+            await context.send_initial_metadata(())
+        try:
+            module = self._module(request)
+            lm = self._lm_for(module, request.options, None)
+            inputs = map_from_proto(pb2, request.inputs)
+        except Exception as exc:
+            yield pb2.StreamEvent(done=pb2.CallResponse(error=_failure(exc)))
+            return
+        with self._traced(request.options, module, lm) as traced:
+            stream = self.dspy.stream(module, inputs, lm)
+            try:
+                async for event in stream:
+                    if event[0] == "chunk":
+                        _, predictor, field, text, last = event
+                        yield pb2.StreamEvent(
+                            chunk=pb2.FieldChunk(predictor=predictor, field=field, text=text, last=last)
+                        )
+                    elif event[0] == "status":
+                        yield pb2.StreamEvent(status=event[1])
+                    else:
+                        _, result, entries = event
+                        response = self._response(None, result, entries, request.options, traced)
+                        yield pb2.StreamEvent(done=self._with_spans(response, traced))
+            except Exception as exc:
+                failed = pb2.CallResponse(error=_failure(exc))
+                yield pb2.StreamEvent(done=self._with_spans(failed, traced, exc))
+            finally:
+                await stream.aclose()
+                forget_history(module)
+
     async def RunModule(self, request: Any, context: Any) -> Any:
         try:
             module = self._module(request)

@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import weakref
-from typing import Any
+from typing import Any, AsyncIterator
 
 from snakepit_bridge.definitions import Definitions
 from snakepit_bridge.dspy_loading import load_dspy
@@ -229,6 +229,43 @@ class DspyRuntime:
         if isinstance(result, dspy.Prediction):
             check_outputs(getattr(target, "signature", None), result, collector.history)
         return result, collector.history
+
+    async def stream(
+        self, target: Any, kwargs: dict[str, Any], lm: LmSetup | None
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """``target(**kwargs)`` through DSPy's ``streamify``, with a stream listener on each output
+        field of its predictors. Yields
+        ``("chunk", predictor, field, text, last)`` and ``("status", message)`` as they come, then
+        ``("done", prediction, history entries)``. Closing the generator cancels the call."""
+        dspy = load_dspy()
+        collector = HistoryCollector()
+        call_lm = lm.lm.copy() if lm is not None else None
+        signature = getattr(target, "signature", None)
+        check_inputs(signature, kwargs)
+        # Every output field of every predictor (a ChainOfThought's reasoning too), except names
+        # two predictors share: DSPy's listeners need to know whose field they follow.
+        named = [name for _, p in target.named_predictors() for name in p.signature.output_fields]
+        fields = [name for name in dict.fromkeys(named) if named.count(name) == 1]
+        listeners = [dspy.streaming.StreamListener(signature_field_name=name) for name in fields]
+        try:
+            program = dspy.streamify(target, stream_listeners=listeners, is_async_program=True)
+        except ValueError:
+            # A field no predictor (or more than one) has: stream the result alone.
+            program = dspy.streamify(target, is_async_program=True)
+        result = None
+        with dspy.context(**self._settings(lm, call_lm, collector, [])):
+            async for value in program(**kwargs):
+                if isinstance(value, dspy.streaming.StreamResponse):
+                    yield ("chunk", value.predict_name, value.signature_field_name, value.chunk,
+                           value.is_last_chunk)
+                elif isinstance(value, dspy.streaming.StatusMessage):
+                    yield ("status", value.message)
+                elif isinstance(value, dspy.Prediction):
+                    result = value
+        if result is None:
+            raise RuntimeError("the streamed call ended without a prediction")
+        check_outputs(signature, result, collector.history)
+        yield ("done", result, collector.history)
 
     async def call(
         self,

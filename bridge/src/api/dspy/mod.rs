@@ -25,6 +25,7 @@ mod instance;
 mod prediction;
 mod signature;
 mod state;
+mod stream;
 
 pub use crate::lm::{Lm, LmAdapter};
 pub use field_types::{FieldType, ObjectField, ObjectType};
@@ -32,6 +33,7 @@ pub use instance::Instance;
 pub use prediction::{CallOptions, CallResult, HistoryEntry, Prediction, Usage};
 pub use signature::{FieldSpec, SignatureSpec};
 pub use state::ModuleState;
+pub use stream::{FieldChunk, PredictionStream, StreamItem};
 
 use tracing::Instrument;
 
