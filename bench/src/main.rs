@@ -17,6 +17,8 @@ use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnviron
 use tokio::sync::Semaphore;
 
 mod optimize;
+mod streaming;
+mod telemetry;
 
 /// Answer the question from the context.
 #[dspy_signature]
@@ -692,6 +694,34 @@ fn print_table(summary: &Summary) {
             Some(("optimize.dspex_ms", "optimize.python_ms")),
         ),
         (
+            "telemetry off: p50 per call (as overhead)",
+            None,
+            "telemetry.off_p50_us",
+            "µs",
+            None,
+        ),
+        (
+            "telemetry on: fmt subscriber + Prometheus recorder",
+            None,
+            "telemetry.on_p50_us",
+            "µs",
+            Some(("telemetry.on_p50_us", "telemetry.off_p50_us")),
+        ),
+        (
+            "streaming, slow LM: first piece of the answer",
+            None,
+            "streaming.first_piece_ms",
+            "ms",
+            None,
+        ),
+        (
+            "streaming, slow LM: whole answer",
+            None,
+            "streaming.whole_answer_ms",
+            "ms",
+            Some(("streaming.whole_answer_ms", "streaming.first_piece_ms")),
+        ),
+        (
             "memory: pool of 1, PSS (worker, shim, fork server)",
             None,
             "memory.pool_1_pss_mb",
@@ -744,6 +774,13 @@ fn print_table(summary: &Summary) {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(mode) = std::env::var(telemetry::CHILD) {
+        // In a spawned task, as the overhead group runs (see below).
+        tokio::spawn(async move { telemetry::child(&mode).await })
+            .await
+            .expect("the telemetry child");
+        return;
+    }
     let environment = tokio::task::spawn_blocking(|| {
         PythonEnvironment::resolve(&EnvironmentOptions::default()).expect("Python environment")
     })
@@ -778,6 +815,12 @@ async fn main() {
     }
     if wanted("optimize") {
         optimize::optimize(&environment, &mut summary).await;
+    }
+    if wanted("telemetry") {
+        tokio::task::block_in_place(|| telemetry::telemetry(&mut summary));
+    }
+    if wanted("streaming") {
+        streaming::streaming(&mut summary).await;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
     std::fs::create_dir_all(&dir).expect("target dir");
