@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{run, shared};
 use futures_util::StreamExt;
+use snakepit_grpc_bridge::api::tools::ToolError;
 use snakepit_grpc_bridge::{BridgeError, Map, Tensor, Value, args};
 
 #[test]
@@ -171,7 +172,7 @@ fn a_python_tool_calls_back_a_rust_tool_in_its_session() {
             .unwrap();
         session
             .register_rust_tool("refuse", "Always fails.", |_| async {
-                Err::<Value, _>("no, thank you".to_owned())
+                Err::<Value, ToolError>("no, thank you".into())
             })
             .await
             .unwrap();
@@ -303,5 +304,274 @@ fn sessions_are_isolated_and_pinned_to_their_worker() {
         assert!(matches!(err, BridgeError::NotFound { .. }), "{err:?}");
         a.close().await.unwrap();
         assert!(bridge.pool().session_worker(a.id()).is_none());
+    })
+}
+
+/// Counts drops of what it guards (a tool's stream, a caller's input).
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn a_rust_tool_streams_to_python_and_stops_when_python_stops_reading() {
+    run(async {
+        let session = shared().await.create_session().await.unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let guard = dropped.clone();
+        session
+            .register_rust_streaming_tool(
+                "naturals",
+                "1, 2, 3, ... up to n (0: forever)",
+                move |a| {
+                    let n = a.get("n").and_then(Value::as_i64).unwrap_or(0);
+                    let guard = Dropped(guard.clone());
+                    futures_util::stream::iter(1..)
+                        .take_while(move |i| std::future::ready(n == 0 || *i <= n))
+                        .then(move |i| {
+                            let _keep = &guard;
+                            async move {
+                                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                                Ok(Value::Int(i))
+                            }
+                        })
+                },
+            )
+            .await
+            .unwrap();
+        let all = session
+            .call_tool(
+                "read_rust_stream",
+                args([("name", Value::from("naturals")), ("n", Value::from(50))]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(all, Value::List((1..=50).map(Value::Int).collect()));
+        until("the finished stream is dropped", || {
+            dropped.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // ctx.call_rust on a streaming tool gets all its items.
+        let listed = session
+            .call_tool(
+                "call_rust_tool",
+                args([("name", Value::from("naturals")), ("n", Value::from(3))]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed, Value::List((1..=3).map(Value::Int).collect()));
+        // An endless stream that Python stops reading after 5 items is dropped in Rust.
+        let before = dropped.load(Ordering::SeqCst);
+        let five = session
+            .call_tool(
+                "read_rust_stream",
+                args([
+                    ("name", Value::from("naturals")),
+                    ("n", Value::from(0)),
+                    ("stop_after", Value::from(5)),
+                ]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(five, Value::List((1..=5).map(Value::Int).collect()));
+        until("the abandoned stream is dropped", || {
+            dropped.load(Ordering::SeqCst) > before
+        })
+        .await;
+    })
+}
+
+#[test]
+fn rust_tool_errors_reach_python_typed() {
+    run(async {
+        let session = shared().await.create_session().await.unwrap();
+        session
+            .register_rust_tool("positive", "Checks n.", |a| async move {
+                match a.get("n").and_then(Value::as_i64) {
+                    Some(n) if n > 0 => Ok(Value::Int(n)),
+                    _ => Err(ToolError::invalid_arguments("n must be positive")),
+                }
+            })
+            .await
+            .unwrap();
+        session
+            .register_rust_tool("broken", "Fails with a cause.", |_| async {
+                Err(ToolError::failed(std::io::Error::other(
+                    "the index is gone",
+                )))
+            })
+            .await
+            .unwrap();
+        session
+            .register_rust_streaming_tool("two_then_fail", "Fails after two items.", |_| {
+                futures_util::stream::iter([
+                    Ok(Value::Int(1)),
+                    Ok(Value::Int(2)),
+                    Err(ToolError::from("ran out")),
+                ])
+            })
+            .await
+            .unwrap();
+        let call = |name: &'static str, n: i64| {
+            let session = &session;
+            async move {
+                session
+                    .call_tool(
+                        "call_rust_tool",
+                        args([("name", Value::from(name)), ("n", Value::from(n))]),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(call("positive", 3).await, Value::Int(3));
+        assert_eq!(
+            call("positive", -1).await,
+            Value::from("InvalidArgument: RustToolError: invalid arguments: n must be positive")
+        );
+        assert_eq!(
+            call("broken", 1).await,
+            Value::from("RemoteToolError: RustToolError: the index is gone")
+        );
+        assert_eq!(
+            call("two_then_fail", 1).await,
+            Value::from("RemoteToolError: RustToolError: ran out")
+        );
+        // Through a Python tool that does not catch it, the typed error reaches Rust.
+        let err = session
+            .call_tool(
+                "read_rust_stream",
+                args([
+                    ("name", Value::from("two_then_fail")),
+                    ("n", Value::from(1)),
+                ]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BridgeError::CallbackFailed { .. }), "{err:?}");
+    })
+}
+
+#[test]
+fn a_python_tool_reads_a_stream_from_rust_and_answers_in_a_stream() {
+    run(async {
+        let session = shared().await.create_session().await.unwrap();
+        let lines =
+            futures_util::stream::iter((0..100).map(|i| Ok(Value::from(format!("line {i}")))));
+        let upper: Vec<Value> = session
+            .exchange_tool("upper", args([("prefix", "> ")]), "lines", lines)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(
+            upper,
+            (0..100)
+                .map(|i| Value::from(format!("> LINE {i}")))
+                .collect::<Vec<_>>()
+        );
+        // A tool that returns one value answers with one item.
+        let numbers = futures_util::stream::iter((1..=10).map(|i| Ok(Value::Int(i))));
+        let sums: Vec<_> = session
+            .exchange_tool("total", Map::new(), "numbers", numbers)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(sums.len(), 1);
+        assert_eq!(sums[0].as_ref().unwrap(), &Value::Int(55));
+        // An error item is raised in the tool as it reads.
+        let failing = futures_util::stream::iter([
+            Ok(Value::Int(1)),
+            Err(ToolError::from("the source broke")),
+        ]);
+        let answer: Vec<_> = session
+            .exchange_tool("total", Map::new(), "numbers", failing)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(
+            matches!(&answer[..], [Err(BridgeError::CallbackFailed { message })] if message.contains("the source broke")),
+            "{answer:?}"
+        );
+        // Passing the stream's parameter as an argument too is refused.
+        let twice: Vec<_> = session
+            .exchange_tool(
+                "upper",
+                args([("lines", "x")]),
+                "lines",
+                futures_util::stream::empty(),
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(
+            matches!(&twice[..], [Err(BridgeError::InvalidArgument { .. })]),
+            "{twice:?}"
+        );
+    })
+}
+
+#[test]
+fn dropping_an_exchange_midway_closes_the_tool_and_stops_reading_the_input() {
+    run(async {
+        let session = shared().await.create_session().await.unwrap();
+        let closed = || async {
+            match session.call_tool("exchanges", Map::new()).await.unwrap() {
+                Value::Map(state) => state["closed"].as_i64().unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let before = closed().await;
+        let input_dropped = Arc::new(AtomicUsize::new(0));
+        let guard = Dropped(input_dropped.clone());
+        // An endless input, one line per millisecond.
+        let endless = futures_util::stream::iter(0..).then(move |i| {
+            let _keep = &guard;
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                Ok(Value::from(format!("line {i}")))
+            }
+        });
+        let mut out = session
+            .exchange_tool("upper", Map::new(), "lines", endless)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            out.next().await.unwrap().unwrap();
+        }
+        drop(out);
+        until("the input stream is dropped", || {
+            input_dropped.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let mut now = closed().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while now == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the tool's generator was closed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            now = closed().await;
+        }
+        assert_eq!(now, before + 1);
     })
 }

@@ -25,7 +25,7 @@ from snakepit_bridge import builtin_tools  # noqa: F401  (registers the built-in
 from snakepit_bridge import framing, security
 from snakepit_bridge.callbacks import CallbackChannel, RemoteToolError
 from snakepit_bridge.dspy_service import DspyService
-from snakepit_bridge.errors import InvalidArgument
+from snakepit_bridge.errors import CallbackFailed, InvalidArgument
 from snakepit_bridge.messages import failure as _failure
 from snakepit_bridge.messages import pb2
 from snakepit_bridge.proto import pb2_grpc as load_pb2_grpc
@@ -35,6 +35,15 @@ from snakepit_bridge.values import from_proto, map_from_proto, to_proto
 from snakepit_bridge.variables import Constraints, Variable
 
 log = logging.getLogger("snakepit_bridge")
+
+
+def _remote_error(err: Any) -> Exception:
+    """The exception Python code sees for an error Rust sent: the kind decides the class (a Rust
+    tool's refused arguments are an ``InvalidArgument``, anything else a ``RemoteToolError``)."""
+    message = f"{err.type}: {err.message}".strip(": ")
+    if err.kind == pb2.ErrorKind.Value("ERROR_KIND_INVALID_ARGUMENT"):
+        return InvalidArgument(message)
+    return RemoteToolError(message)
 pb2_grpc = load_pb2_grpc()
 
 PRUNE_INTERVAL_SECONDS = 30.0
@@ -178,6 +187,45 @@ class BridgeServicer(DspyService, pb2_grpc.BridgeServiceServicer):
         except Exception as exc:
             yield pb2.ToolChunk(error=_failure(exc))
 
+    async def ExchangeTool(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        """A tool called with one argument fed as a stream from the caller (see the proto)."""
+        await context.send_initial_metadata(())
+        try:
+            first = await request_iterator.__anext__()
+            if first.WhichOneof("kind") != "start":
+                raise InvalidArgument("the first message of ExchangeTool must be `start`")
+            entry, ctx, arguments = self._tool_call(first.start.call)
+            parameter = first.start.input_parameter
+            if parameter in arguments:
+                raise InvalidArgument(f"argument {parameter!r} is the stream; do not pass it too")
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            yield pb2.ToolChunk(error=_failure(exc))
+            return
+
+        async def items() -> AsyncIterator[Any]:
+            async for message in request_iterator:
+                kind = message.WhichOneof("kind")
+                if kind == "item":
+                    yield from_proto(pb2, message.item)
+                elif kind == "end":
+                    return
+                elif kind == "error":
+                    raise _remote_error(message.error)
+            raise CallbackFailed("the caller closed the stream without ending it")
+
+        arguments[parameter] = items()
+        try:
+            if entry.streaming:
+                async for chunk in entry.stream(ctx, arguments):
+                    yield pb2.ToolChunk(chunk=to_proto(pb2, chunk))
+                yield pb2.ToolChunk(done=to_proto(pb2, None))
+            else:
+                yield pb2.ToolChunk(done=to_proto(pb2, await entry.call(ctx, arguments)))
+        except Exception as exc:
+            yield pb2.ToolChunk(error=_failure(exc))
+
     # -- callbacks (Python -> Rust) ----------------------------------------------------------
 
     async def ToolCallbacks(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
@@ -208,14 +256,12 @@ class BridgeServicer(DspyService, pb2_grpc.BridgeServiceServicer):
                     if kind == "register":
                         channel.tools[message.register.tool.name] = message.register.tool
                         await channel.outgoing.put(("registered", message.register.tool.name))
+                    elif kind == "chunk":
+                        channel.push(message.chunk.call_id, from_proto(pb2, message.chunk.value))
                     elif kind == "result":
                         result = message.result
                         if result.WhichOneof("result") == "error":
-                            err = result.error
-                            channel.resolve(
-                                result.call_id,
-                                error=RemoteToolError(f"{err.type}: {err.message}".strip(": ")),
-                            )
+                            channel.resolve(result.call_id, error=_remote_error(result.error))
                         else:
                             channel.resolve(result.call_id, from_proto(pb2, result.value))
             finally:
@@ -231,6 +277,9 @@ class BridgeServicer(DspyService, pb2_grpc.BridgeServiceServicer):
                     yield pb2.CallbackServerMessage(
                         registered=pb2.CallbackRegistered(tool_name=item[1])
                     )
+                    continue
+                if item[0] == "cancel":
+                    yield pb2.CallbackServerMessage(cancel=pb2.CallbackCancel(call_id=item[1]))
                     continue
                 _, call_id, tool_name, arguments = item
                 try:

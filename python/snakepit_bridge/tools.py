@@ -14,7 +14,9 @@ async def countdown(n: int):
 ```
 
 A tool may declare a parameter named ``ctx`` (annotated :class:`ToolContext`): it receives the
-session id and :meth:`ToolContext.call_rust` to call tools that Rust registered for the session.
+session id, :meth:`ToolContext.call_rust` to call tools that Rust registered for the session, and
+:meth:`ToolContext.stream_rust` to read a streaming Rust tool piece by piece. Called through
+``ExchangeTool``, one parameter receives a stream from Rust: an async iterator of its items.
 Synchronous tools run in a thread so they never block the worker's event loop.
 """
 
@@ -48,6 +50,18 @@ class ToolContext:
                 f"session {self.session_id!r} has no Rust tools registered (no callback stream)"
             )
         return await self._callbacks.call(tool_name, arguments)
+
+    async def stream_rust(self, tool_name: str, **arguments: Any) -> AsyncIterator[Any]:
+        """The pieces of the streaming Rust tool ``tool_name`` as Rust sends them; leaving the
+        loop early stops the tool in Rust."""
+        from snakepit_bridge.errors import CallbackFailed
+
+        if self._callbacks is None:
+            raise CallbackFailed(
+                f"session {self.session_id!r} has no Rust tools registered (no callback stream)"
+            )
+        async for piece in self._callbacks.stream(tool_name, arguments):
+            yield piece
 
 
 def _type_name(annotation: Any) -> str:

@@ -227,3 +227,39 @@ def test_variables_over_the_wire_with_watch():
     assert reg.variable.version == 1
     assert bad.error.kind == PB2.ERROR_KIND_CONSTRAINT_VIOLATION
     assert seen == [0.1, 0.2, 0.3]
+
+
+def test_exchange_tool_feeds_a_stream_into_a_tool_and_streams_its_answer():
+    r = registry()
+
+    async def upper(lines):
+        async for line in lines:
+            yield line.upper()
+
+    r.register(upper)
+
+    def messages(items, error=None):
+        start = PB2.ToolInput(
+            start=PB2.ToolExchangeStart(
+                call=PB2.ExecuteToolRequest(tool_name="upper", arguments=args()),
+                input_parameter="lines",
+            )
+        )
+        yield start
+        for item in items:
+            yield PB2.ToolInput(item=to_proto(PB2, item))
+        if error:
+            yield PB2.ToolInput(error=PB2.ErrorInfo(kind=6, type="RustToolError", message=error))
+        else:
+            yield PB2.ToolInput(end=True)
+
+    async def scenario(feed):
+        async with running_server(r) as (stub, _):
+            return [chunk async for chunk in stub.ExchangeTool(feed)]
+
+    chunks = run(lambda: scenario(messages(["a", "b", "c"])))
+    assert [from_proto(PB2, c.chunk) for c in chunks[:-1]] == ["A", "B", "C"]
+    assert chunks[-1].WhichOneof("kind") == "done"
+    failed = run(lambda: scenario(messages(["a"], error="the source broke")))
+    assert [c.WhichOneof("kind") for c in failed] == ["chunk", "error"]
+    assert "the source broke" in failed[-1].error.message

@@ -6,5 +6,6 @@
 
 pub mod dspy;
 pub mod sessions;
+mod tool_error;
 pub mod tools;
 pub mod variables;

@@ -1,5 +1,5 @@
-//! Tools in both directions: Rust calling Python tools (plain and streaming), and Python calling
-//! Rust tools registered for a session.
+//! Tools in both directions: Rust calling Python tools (plain, streaming, or fed a stream), and
+//! Python calling Rust tools registered for a session (plain or streaming).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -113,10 +113,19 @@ impl Bridge {
 /// Chunks of a streaming tool, in order; ends after the last one, or with one error.
 pub type ToolStream = BoxStream<'static, Result<Value>>;
 
-/// The boxed future a Rust tool returns.
-pub type ToolFuture = Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>>;
+pub use super::tool_error::ToolError;
 
-type RustTool = Arc<dyn Fn(Map) -> ToolFuture + Send + Sync>;
+/// The boxed future a Rust tool returns.
+pub type ToolFuture = Pin<Box<dyn Future<Output = std::result::Result<Value, ToolError>> + Send>>;
+
+/// The boxed stream a streaming Rust tool returns.
+pub type ToolOutput = BoxStream<'static, std::result::Result<Value, ToolError>>;
+
+#[derive(Clone)]
+enum RustTool {
+    Call(Arc<dyn Fn(Map) -> ToolFuture + Send + Sync>),
+    Stream(Arc<dyn Fn(Map) -> ToolOutput + Send + Sync>),
+}
 
 impl Session {
     /// Calls a Python tool in this session (tools that take `ctx` see the session).
@@ -150,40 +159,108 @@ impl Session {
             Ok(response) => response.into_inner(),
             Err(status) => return Err(self.bridge.failure(&checkout, status).await),
         };
-        let bridge = self.bridge.clone();
-        let state = Some((checkout, streaming));
-        Ok(stream::unfold(state, move |state| {
-            let bridge = bridge.clone();
-            async move {
-                let (checkout, mut streaming) = state?;
-                let next = checkout.run(streaming.message()).await;
-                let item = match next {
-                    Err(pool_error) => Err(pool_error.into()),
-                    Ok(Err(status)) => Err(bridge.failure(&checkout, status).await),
-                    Ok(Ok(None)) => Err(BridgeError::Protocol(
-                        "the streaming tool ended without a final message".into(),
-                    )),
-                    Ok(Ok(Some(chunk))) => match chunk.kind {
-                        Some(tool_chunk::Kind::Chunk(value)) => match Value::try_from(value) {
-                            Ok(value) => return Some((Ok(value), Some((checkout, streaming)))),
-                            Err(e) => Err(e),
-                        },
-                        Some(tool_chunk::Kind::Done(_)) => return None,
-                        Some(tool_chunk::Kind::Error(error)) => Err(error.into()),
-                        None => Err(BridgeError::Protocol("an empty stream message".into())),
-                    },
+        Ok(tool_chunks(self.bridge.clone(), checkout, streaming))
+    }
+
+    /// Calls a Python tool with its parameter `input_parameter` fed from `input` (an async
+    /// iterator in Python, ending when `input` does; an `Err` item is raised in the tool as it
+    /// reads it), and streams the tool's answer: its chunks if it yields them, else its result as
+    /// one item. Dropping the returned stream cancels the call: the tool's generator is closed and
+    /// `input` is no longer read.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: snakepit_grpc_bridge::api::sessions::Session) -> snakepit_grpc_bridge::Result<()> {
+    /// use futures_util::{StreamExt, stream};
+    /// use snakepit_grpc_bridge::{Map, Value};
+    /// // @tool async def upper(lines): async for line in lines: yield line.upper()
+    /// let input = stream::iter(["a", "b"].map(|s| Ok(Value::from(s))));
+    /// let mut out = session.exchange_tool("upper", Map::new(), "lines", input).await?;
+    /// while let Some(line) = out.next().await {
+    ///     println!("{:?}", line?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_tool<S>(
+        &self,
+        name: &str,
+        arguments: Map,
+        input_parameter: &str,
+        input: S,
+    ) -> Result<ToolStream>
+    where
+        S: futures_util::Stream<Item = std::result::Result<Value, ToolError>> + Send + 'static,
+    {
+        let start = pb::ToolInput {
+            kind: Some(pb::tool_input::Kind::Start(pb::ToolExchangeStart {
+                call: Some(pb::ExecuteToolRequest {
+                    session_id: self.id.clone(),
+                    tool_name: name.to_owned(),
+                    arguments: Some(map_to_proto(&arguments)),
+                }),
+                input_parameter: input_parameter.to_owned(),
+            })),
+        };
+        let items = input
+            .map(|item| pb::ToolInput {
+                kind: Some(match item {
+                    Ok(value) => pb::tool_input::Kind::Item((&value).into()),
+                    Err(error) => pb::tool_input::Kind::Error(error.to_proto()),
+                }),
+            })
+            .chain(stream::once(async {
+                pb::ToolInput {
+                    kind: Some(pb::tool_input::Kind::End(true)),
+                }
+            }));
+        // After an error item the tool has failed: nothing more is sent.
+        let requests = stream::once(async { start }).chain(items.scan(false, |failed, message| {
+            let done = *failed;
+            *failed |= matches!(message.kind, Some(pb::tool_input::Kind::Error(_)));
+            async move { (!done).then_some(message) }
+        }));
+        // The input is read by a task of its own that stops as soon as the answer is dropped
+        // (gRPC would keep polling it until the worker's reset arrives).
+        let (sender, receiver) = mpsc::channel(16);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut requests = std::pin::pin!(requests);
+            let mut stopped = stopped;
+            loop {
+                let message = tokio::select! {
+                    _ = &mut stopped => return,
+                    message = requests.next() => message,
                 };
-                Some((item, None))
+                let Some(message) = message else { return };
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    sent = sender.send(message) => if sent.is_err() { return },
+                }
             }
-        })
-        .boxed())
+        });
+        let checkout = self.bridge.checkout(Some(&self.id)).await?;
+        let mut client = checkout.connection().client.clone();
+        let started = checkout
+            .run(client.exchange_tool(ReceiverStream::new(receiver)))
+            .await?;
+        let streaming = match started {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(self.bridge.failure(&checkout, status).await),
+        };
+        let answer = tool_chunks(self.bridge.clone(), checkout, streaming);
+        Ok(answer
+            .map(move |item| {
+                let _input_runs_while_the_answer_lives = &stop;
+                item
+            })
+            .boxed())
     }
 
     /// Registers a Rust tool that Python code in this session can call with
     /// `await ctx.call_rust(name, **arguments)`. Returns once the worker knows the tool.
     ///
-    /// The tool runs on the Tokio runtime, concurrently with other calls. An `Err` it returns
-    /// reaches Python as a `CallbackFailed` exception with its message.
+    /// The tool runs on the Tokio runtime, concurrently with other calls; if the Python caller is
+    /// cancelled, the tool's future is dropped. An `Err` reaches Python as an exception (see
+    /// [`ToolError`]; `?` turns a `String` or `&str` error into a failure with that message).
     pub async fn register_rust_tool<F, Fut>(
         &self,
         name: &str,
@@ -192,14 +269,56 @@ impl Session {
     ) -> Result<()>
     where
         F: Fn(Map) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<Value, String>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Value, ToolError>> + Send + 'static,
     {
-        let tool: RustTool = Arc::new(move |arguments| Box::pin(tool(arguments)));
+        let tool = RustTool::Call(Arc::new(move |arguments| Box::pin(tool(arguments))));
+        self.register(name, description, false, tool).await
+    }
+
+    /// Registers a streaming Rust tool: Python code reads its items as they come with
+    /// `async for item in ctx.stream_rust(name, **arguments)` (or gets them all as a list from
+    /// `ctx.call_rust`). When the Python reader stops early or is cancelled, the stream is
+    /// dropped. An `Err` item ends the stream and is raised in Python.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: snakepit_grpc_bridge::api::sessions::Session) -> snakepit_grpc_bridge::Result<()> {
+    /// use futures_util::stream;
+    /// use snakepit_grpc_bridge::Value;
+    /// use snakepit_grpc_bridge::api::tools::ToolError;
+    /// session
+    ///     .register_rust_streaming_tool("count", "Counts to n.", |args| {
+    ///         let n = args.get("n").and_then(Value::as_i64).unwrap_or(3);
+    ///         stream::iter((1..=n).map(|i| Ok::<_, ToolError>(Value::Int(i))))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn register_rust_streaming_tool<F, S>(
+        &self,
+        name: &str,
+        description: &str,
+        tool: F,
+    ) -> Result<()>
+    where
+        F: Fn(Map) -> S + Send + Sync + 'static,
+        S: futures_util::Stream<Item = std::result::Result<Value, ToolError>> + Send + 'static,
+    {
+        let tool = RustTool::Stream(Arc::new(move |arguments| tool(arguments).boxed()));
+        self.register(name, description, true, tool).await
+    }
+
+    async fn register(
+        &self,
+        name: &str,
+        description: &str,
+        streaming: bool,
+        tool: RustTool,
+    ) -> Result<()> {
         let spec = pb::ToolSpec {
             name: name.to_owned(),
             description: description.to_owned(),
             parameters: Vec::new(),
-            streaming: false,
+            streaming,
         };
         let mut guard = self.callbacks.lock().await;
         let link = match guard.as_ref() {
@@ -242,6 +361,72 @@ fn callback_error(message: String) -> pb::ErrorInfo {
     }
 }
 
+/// The Rust tool calls in flight on one callback stream, by call id: a cancel aborts one.
+type Running = Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>>;
+
+/// Runs one call of a Rust tool in a task of its own and sends its answer: the result, or each
+/// item of a streaming tool and then the end (a null result) or its error.
+fn serve(
+    tool: Option<RustTool>,
+    request: pb::CallbackRequest,
+    replies: mpsc::Sender<pb::CallbackClientMessage>,
+    running: Running,
+) {
+    let call_id = request.call_id;
+    let result = move |result| pb::CallbackClientMessage {
+        kind: Some(callback_client_message::Kind::Result(pb::CallbackResult {
+            call_id,
+            result: Some(result),
+        })),
+    };
+    let cleanup = running.clone();
+    // Registered before the task can finish, under the lock the task's cleanup takes too.
+    let mut calls = running.lock().expect("running lock");
+    let task = tokio::spawn(async move {
+        let arguments = match (&tool, request.arguments.map(map_from_proto)) {
+            (None, _) => Err(callback_error(format!(
+                "no Rust tool named {:?}",
+                request.tool_name
+            ))),
+            (_, Some(Err(e))) => Err(callback_error(e.to_string())),
+            (Some(_), arguments) => Ok(arguments.transpose().ok().flatten().unwrap_or_default()),
+        };
+        let answer = match (tool, arguments) {
+            (_, Err(error)) => callback_result::Result::Error(error),
+            (Some(RustTool::Call(tool)), Ok(arguments)) => match tool(arguments).await {
+                Ok(value) => callback_result::Result::Value((&value).into()),
+                Err(error) => callback_result::Result::Error(error.to_proto()),
+            },
+            (Some(RustTool::Stream(tool)), Ok(arguments)) => {
+                let mut items = tool(arguments);
+                loop {
+                    match items.next().await {
+                        Some(Ok(value)) => {
+                            let chunk = pb::CallbackClientMessage {
+                                kind: Some(callback_client_message::Kind::Chunk(
+                                    pb::CallbackChunk {
+                                        call_id,
+                                        value: Some((&value).into()),
+                                    },
+                                )),
+                            };
+                            if replies.send(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(error)) => break callback_result::Result::Error(error.to_proto()),
+                        None => break callback_result::Result::Value((&Value::Null).into()),
+                    }
+                }
+            }
+            (None, Ok(_)) => unreachable!("no tool is an error above"),
+        };
+        let _ = replies.send(result(answer)).await;
+        cleanup.lock().expect("running lock").remove(&call_id);
+    });
+    calls.insert(call_id, task.abort_handle());
+}
+
 impl CallbackLink {
     async fn open(mut client: crate::bridge::Client, session_id: &str) -> Result<Arc<Self>> {
         let (outgoing, requests) = mpsc::channel(256);
@@ -266,6 +451,7 @@ impl CallbackLink {
             Arc::default();
         let (reader_tools, reader_registrations, replies) =
             (tools.clone(), registrations.clone(), outgoing.clone());
+        let running: Running = Arc::default();
         let session = session_id.to_owned();
         let reader = tokio::spawn(async move {
             loop {
@@ -293,36 +479,16 @@ impl CallbackLink {
                             .expect("tools lock")
                             .get(&request.tool_name)
                             .cloned();
-                        let replies = replies.clone();
-                        tokio::spawn(async move {
-                            let result = match (tool, request.arguments.map(map_from_proto)) {
-                                (None, _) => Err(callback_error(format!(
-                                    "no Rust tool named {:?}",
-                                    request.tool_name
-                                ))),
-                                (_, Some(Err(e))) => Err(callback_error(e.to_string())),
-                                (Some(tool), arguments) => {
-                                    let arguments = arguments.transpose().ok().flatten();
-                                    tool(arguments.unwrap_or_default())
-                                        .await
-                                        .map_err(callback_error)
-                                }
-                            };
-                            let result = match result {
-                                Ok(value) => callback_result::Result::Value((&value).into()),
-                                Err(error) => callback_result::Result::Error(error),
-                            };
-                            let _ = replies
-                                .send(pb::CallbackClientMessage {
-                                    kind: Some(callback_client_message::Kind::Result(
-                                        pb::CallbackResult {
-                                            call_id: request.call_id,
-                                            result: Some(result),
-                                        },
-                                    )),
-                                })
-                                .await;
-                        });
+                        serve(tool, request, replies.clone(), running.clone());
+                    }
+                    Some(callback_server_message::Kind::Cancel(cancel)) => {
+                        let call = running
+                            .lock()
+                            .expect("running lock")
+                            .remove(&cancel.call_id);
+                        if let Some(call) = call {
+                            call.abort();
+                        }
                     }
                     Some(callback_server_message::Kind::Error(error)) => {
                         let error = BridgeError::from(error);
@@ -339,6 +505,10 @@ impl CallbackLink {
                     }
                     None => {}
                 }
+            }
+            // Calls still running have nobody to answer to.
+            for (_, call) in running.lock().expect("running lock").drain() {
+                call.abort();
             }
             // Waiters of registrations that will never be confirmed learn it (by the drop).
             reader_registrations
@@ -390,4 +560,44 @@ impl Drop for CallbackLink {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// The chunks of a streaming tool's answer, ending with `done` (or one error); the stream holds
+/// the checkout (a request slot) until it ends or is dropped.
+fn tool_chunks(
+    bridge: Bridge,
+    checkout: snakepit::Checkout<crate::adapter::GrpcPythonAdapter>,
+    streaming: tonic::Streaming<pb::ToolChunk>,
+) -> ToolStream {
+    let state = Some((checkout, streaming));
+    stream::unfold(state, move |state| {
+        let bridge = bridge.clone();
+        async move {
+            let (checkout, mut streaming) = state?;
+            let next = checkout.run(streaming.message()).await;
+            let item = match next {
+                Err(pool_error) => Err(pool_error.into()),
+                Ok(Err(status)) => Err(bridge.failure(&checkout, status).await),
+                Ok(Ok(None)) => Err(BridgeError::Protocol(
+                    "the streaming tool ended without a final message".into(),
+                )),
+                Ok(Ok(Some(chunk))) => match chunk.kind {
+                    Some(tool_chunk::Kind::Chunk(value)) => match Value::try_from(value) {
+                        Ok(value) => return Some((Ok(value), Some((checkout, streaming)))),
+                        Err(e) => Err(e),
+                    },
+                    // A tool that returns (not yields) its answer: one last item.
+                    Some(tool_chunk::Kind::Done(value)) => match Value::try_from(value) {
+                        Ok(Value::Null) => return None,
+                        Ok(value) => Ok(value),
+                        Err(e) => Err(e),
+                    },
+                    Some(tool_chunk::Kind::Error(error)) => Err(error.into()),
+                    None => Err(BridgeError::Protocol("an empty stream message".into())),
+                },
+            };
+            Some((item, None))
+        }
+    })
+    .boxed()
 }

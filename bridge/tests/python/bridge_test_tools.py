@@ -55,3 +55,48 @@ async def ask_rust(ctx: ToolContext, name: str, x: int):
 async def tensor_sum(t):
     """Sums a tensor's elements (as float64)."""
     return float(t.to_numpy().astype("float64").sum())
+
+
+@tool
+async def read_rust_stream(ctx: ToolContext, name: str, n: int, stop_after: int = 0):
+    """Reads the streaming Rust tool `name` (with n), all of it, or only `stop_after` items."""
+    items = []
+    async for item in ctx.stream_rust(name, n=n):
+        items.append(item)
+        if stop_after and len(items) >= stop_after:
+            break
+    return items
+
+
+@tool
+async def call_rust_tool(ctx: ToolContext, name: str, n: int):
+    """`ctx.call_rust` on a Rust tool; the exception's class name if it raises."""
+    try:
+        return await ctx.call_rust(name, n=n)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+EXCHANGES = {"closed": 0}
+
+
+@tool
+async def upper(lines, prefix: str = ""):
+    """Yields each line of the stream `lines` in upper case."""
+    try:
+        async for line in lines:
+            yield prefix + line.upper()
+    finally:
+        EXCHANGES["closed"] += 1
+
+
+@tool
+async def total(numbers):
+    """The sum of the stream `numbers`."""
+    return sum([n async for n in numbers])
+
+
+@tool
+def exchanges():
+    """How many `upper` calls have ended (their generator closed)."""
+    return dict(EXCHANGES)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use snakepit_grpc_bridge::api::dspy::{CallOptions, Instance};
+use snakepit_grpc_bridge::api::tools::ToolError;
 use snakepit_grpc_bridge::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -237,7 +238,7 @@ fn tuned_copy<P: Module>(program: &P, optimizer: &str, state: &str) -> Result<P>
     with_states(program, states).map_err(|e| compile_error(optimizer, crate::error_chain(&e)))
 }
 
-type ToolResult = std::result::Result<Value, String>;
+type ToolResult = std::result::Result<Value, ToolError>;
 
 /// Examples with the name errors give them (`trainset example #3`).
 type Named<I, O> = Vec<(String, Example<I, O>)>;
@@ -251,16 +252,20 @@ fn forward_tool<P: Module>(
         let (program, host, counters) = (program.clone(), host.clone(), counters.clone());
         async move {
             let Some(Value::String(token)) = args.shift_remove("token") else {
-                return Err("a forward call without its token".to_owned());
+                return Err(ToolError::invalid_arguments(
+                    "a forward call without its token",
+                ));
             };
             let Some(Value::Map(inputs)) = args.shift_remove("inputs") else {
-                return Err("a forward call without inputs".to_owned());
+                return Err(ToolError::invalid_arguments(
+                    "a forward call without inputs",
+                ));
             };
             let input = P::Input::from_inputs(inputs).map_err(|e| {
-                format!(
+                ToolError::invalid_arguments(format!(
                     "the example's inputs do not fit {}: {e}",
                     std::any::type_name::<P::Input>()
-                )
+                ))
             })?;
             counters.lock().expect("progress lock").forwards += 1;
             let copy = program.__map("", &mut |path, p| p.traced(&host, &token, path));
@@ -323,7 +328,9 @@ fn metric_tool<I: SignatureInput, O: SignatureOutput>(
                 args.shift_remove("example"),
                 args.shift_remove("prediction"),
             ) else {
-                return Err("a metric call without its example and prediction".to_owned());
+                return Err(ToolError::invalid_arguments(
+                    "a metric call without its example and prediction",
+                ));
             };
             let example = match (I::from_inputs(example.clone()), O::from_outputs(example)) {
                 (Ok(input), Ok(output)) => Example::new(input, output),
