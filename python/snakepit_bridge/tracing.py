@@ -133,7 +133,7 @@ class Traced:
 
     def callbacks(self) -> list[Any]:
         """DSPy callbacks that record module, adapter and LM spans, when spans are asked for."""
-        return [SpanCallback(self.trace)] if self.trace is not None else []
+        return [_span_callback_class()(self.trace)] if self.trace is not None else []
 
 
 def _tokens_of(entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -152,17 +152,11 @@ def _callback_base() -> type:
     return BaseCallback
 
 
-class SpanCallback:
-    """Made on first use (DSPy is imported lazily): see :func:`SpanCallback.__new__`."""
-
-    def __new__(cls, trace: CallTrace) -> Any:  # noqa: D102
-        return _span_callback_class()(trace)
-
-
 _SPAN_CALLBACK: type | None = None
 
 
 def _span_callback_class() -> type:
+    """The DSPy callback class that records spans, made on first use (DSPy is imported lazily)."""
     global _SPAN_CALLBACK
     if _SPAN_CALLBACK is not None:
         return _SPAN_CALLBACK
