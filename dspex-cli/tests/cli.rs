@@ -103,6 +103,39 @@ fn run_prints_the_typed_outputs_of_an_ad_hoc_signature() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 
+    // --stream prints the same lines, each field as the LM writes it.
+    let streamed = tempfile::tempdir().unwrap();
+    std::fs::write(
+        streamed.path().join("dspex.toml"),
+        r#"
+[lm]
+class = "dspex_stream_lm.StreamLM"
+
+[lm.kwargs]
+delay_ms = 5
+
+[lm.kwargs.answers."<s1>"]
+reasoning = "It was asked."
+answer = "streamed, piece by piece"
+"#,
+    )
+    .unwrap();
+    for (extra, expected) in [
+        (None, "answer: streamed, piece by piece\n"),
+        (
+            Some("--chain-of-thought"),
+            "reasoning: It was asked.\nanswer: streamed, piece by piece\n",
+        ),
+    ] {
+        let mut command = dspex(streamed.path());
+        command.env("DSPEX_PYTHON_PATH", examples_python());
+        let mut args = vec!["run", "question -> answer", "question=<s1>", "--stream"];
+        args.extend(extra);
+        let (stdout, stderr, code) = output(command.args(&args));
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, expected);
+    }
+
     // No LM configured: says how to configure one.
     let (_, stderr, code) = output(dspex(dir.path()).args(["run", "q -> a", "q=x"]));
     assert_eq!(code, 1);
