@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = root.join("python");
     let package = python.join("snakepit_bridge");
     println!("cargo:rerun-if-changed={}", package.display());
-    for lock in ["requirements.lock", "requirements-test.lock"] {
+    for lock in [
+        "requirements.lock",
+        "requirements-test.lock",
+        "requirements-ray.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", python.join(lock).display());
     }
     let mut files = Vec::new();
@@ -47,6 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         generated,
         "/// The pinned packages of the worker's tests.\npub(crate) static REQUIREMENTS_TEST_LOCK: &str = include_str!({:?});",
         python.join("requirements-test.lock").display()
+    )?;
+    writeln!(
+        generated,
+        "/// Ray and what it needs, for Ray placement.\npub(crate) static REQUIREMENTS_RAY_LOCK: &str = include_str!({:?});",
+        python.join("requirements-ray.lock").display()
     )?;
     writeln!(
         generated,

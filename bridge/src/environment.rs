@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::embedded::{PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK, REQUIREMENTS_TEST_LOCK};
+use crate::embedded::{
+    PROTO, PYTHON_PACKAGE, REQUIREMENTS_LOCK, REQUIREMENTS_RAY_LOCK, REQUIREMENTS_TEST_LOCK,
+};
 use crate::installer::Installer;
 pub use crate::installer::UV_VERSION;
 use crate::provisioning::{ProvisionProgress, ProvisionReporter};
@@ -114,6 +116,9 @@ pub struct EnvironmentOptions {
     /// Also install the worker's test packages (`requirements-test.lock`: pytest, hypothesis),
     /// in an environment of their own. Default: false (users get only the runtime lock).
     pub test_requirements: bool,
+    /// Also install Ray (`requirements-ray.lock`), for workers placed on a Ray cluster, in an
+    /// environment of its own. Default: false.
+    pub ray: bool,
     /// The cache directory. Default: see the module documentation.
     pub cache_dir: Option<PathBuf>,
     /// Receives the progress of building the environment. Default: lines on standard error.
@@ -131,6 +136,12 @@ impl EnvironmentOptions {
     /// [`test_requirements`](Self::test_requirements)).
     pub fn with_test_requirements(mut self) -> Self {
         self.test_requirements = true;
+        self
+    }
+
+    /// Also installs Ray (see [`ray`](Self::ray)).
+    pub fn with_ray(mut self) -> Self {
+        self.ray = true;
         self
     }
 
@@ -176,7 +187,7 @@ impl PythonEnvironment {
                 check_version(&python)?;
                 (python, false)
             }
-            None => (managed_venv(&cache, options.test_requirements)?, true),
+            None => (managed_venv(&cache, &Extras::of(options))?, true),
         };
         let package_root = materialise(&cache, &python)?;
         Ok(PythonEnvironment {
@@ -366,22 +377,50 @@ pub(crate) fn run_step(
     })
 }
 
+/// The optional locks an environment holds beside `requirements.lock`; each gives the
+/// environment's name a suffix (`-test`, `-ray`), so each combination is an environment of its own.
+struct Extras {
+    test: bool,
+    ray: bool,
+}
+
+/// Each optional lock: its file, its text, and the suffix of the environments that hold it.
+const OPTIONAL_LOCKS: [(&str, &str, &str); 2] = [
+    ("requirements-test.lock", REQUIREMENTS_TEST_LOCK, "-test"),
+    ("requirements-ray.lock", REQUIREMENTS_RAY_LOCK, "-ray"),
+];
+
+impl Extras {
+    fn of(options: &EnvironmentOptions) -> Self {
+        Extras {
+            test: options.test_requirements,
+            ray: options.ray,
+        }
+    }
+
+    /// The locks to install, and the environment name's suffix.
+    fn locks(&self) -> (Vec<(&'static str, &'static str)>, String) {
+        let mut locks = vec![("requirements.lock", REQUIREMENTS_LOCK)];
+        let mut suffix = String::new();
+        for ((name, text, tag), wanted) in OPTIONAL_LOCKS.into_iter().zip([self.test, self.ray]) {
+            if wanted {
+                locks.push((name, text));
+                suffix.push_str(tag);
+            }
+        }
+        (locks, suffix)
+    }
+}
+
 /// The managed virtual environment for the pinned requirements, created on first use.
-fn managed_venv(cache: &Path, with_tests: bool) -> Result<PathBuf, EnvironmentError> {
+fn managed_venv(cache: &Path, extras: &Extras) -> Result<PathBuf, EnvironmentError> {
     let (bootstrap, version) = bootstrap_python()?;
-    let locks: &[(&str, &str)] = if with_tests {
-        &[
-            ("requirements.lock", REQUIREMENTS_LOCK),
-            ("requirements-test.lock", REQUIREMENTS_TEST_LOCK),
-        ]
-    } else {
-        &[("requirements.lock", REQUIREMENTS_LOCK)]
-    };
+    let (locks, suffix) = extras.locks();
+    let locks = &locks[..];
     let mut parts: Vec<&[u8]> = locks.iter().map(|(_, text)| text.as_bytes()).collect();
     parts.extend([version.as_bytes(), std::env::consts::ARCH.as_bytes()]);
     let key = hash_hex(&parts);
     let venvs = cache.join("venvs");
-    let suffix = if with_tests { "-test" } else { "" };
     let venv = venvs.join(format!("py{version}-{key}{suffix}"));
     let python = venv.join("bin").join("python");
     let ready = venv.join(".dspex-ready");
@@ -422,7 +461,12 @@ fn managed_venv(cache: &Path, with_tests: bool) -> Result<PathBuf, EnvironmentEr
         fs::rename(path, &kept).map_err(io_error("cannot move", path))?;
     }
     let mut check = Command::new(&python);
-    check.args(["-c", "import dspy, grpc, grpc_tools, numpy"]);
+    let imports = if extras.ray {
+        "import dspy, grpc, grpc_tools, numpy, ray"
+    } else {
+        "import dspy, grpc, grpc_tools, numpy"
+    };
+    check.args(["-c", imports]);
     run_step(
         "importing the installed packages",
         check,
@@ -557,10 +601,19 @@ pub fn prune_stale_environments(cache: Option<&Path>) -> Result<Vec<PathBuf>, En
         let current = |name: &str, text: &str| {
             fs::read_to_string(venv.join(name)).is_ok_and(|kept| kept == text)
         };
-        let is_test = venv.to_string_lossy().ends_with("-test");
+        let name = venv.to_string_lossy().into_owned();
+        // The suffixes come in OPTIONAL_LOCKS' order: strip them from the end, last first.
+        let mut rest = name.as_str();
+        let mut optional_current = true;
+        for (lock, text, tag) in OPTIONAL_LOCKS.into_iter().rev() {
+            if let Some(stripped) = rest.strip_suffix(tag) {
+                rest = stripped;
+                optional_current &= current(lock, text);
+            }
+        }
         let up_to_date = venv.join(".dspex-ready").exists()
             && current("requirements.lock", REQUIREMENTS_LOCK)
-            && (!is_test || current("requirements-test.lock", REQUIREMENTS_TEST_LOCK));
+            && optional_current;
         if up_to_date {
             continue;
         }
@@ -602,10 +655,49 @@ mod prune_tests {
         let held = lock_file(&cache.path().join("venvs/py3.11.7-building.lock")).unwrap();
         let stale_test = venv(cache.path(), "py3.11.7-t-test", true, REQUIREMENTS_LOCK);
         fs::write(stale_test.join("requirements-test.lock"), "pytest==1\n").unwrap();
+        let ray = venv(cache.path(), "py3.11.7-r-ray", true, REQUIREMENTS_LOCK);
+        fs::write(ray.join("requirements-ray.lock"), REQUIREMENTS_RAY_LOCK).unwrap();
+        let test_ray = venv(
+            cache.path(),
+            "py3.11.7-tr-test-ray",
+            true,
+            REQUIREMENTS_LOCK,
+        );
+        fs::write(
+            test_ray.join("requirements-test.lock"),
+            REQUIREMENTS_TEST_LOCK,
+        )
+        .unwrap();
+        fs::write(
+            test_ray.join("requirements-ray.lock"),
+            REQUIREMENTS_RAY_LOCK,
+        )
+        .unwrap();
+        let stale_ray = venv(
+            cache.path(),
+            "py3.11.7-sr-test-ray",
+            true,
+            REQUIREMENTS_LOCK,
+        );
+        fs::write(
+            stale_ray.join("requirements-test.lock"),
+            REQUIREMENTS_TEST_LOCK,
+        )
+        .unwrap();
+        fs::write(stale_ray.join("requirements-ray.lock"), "ray==1\n").unwrap();
 
         let mut removed = prune_stale_environments(Some(cache.path())).unwrap();
         removed.sort();
-        let mut expected = vec![abandoned.clone(), old.clone(), stale_test.clone()];
+        assert!(
+            ray.exists() && test_ray.exists(),
+            "current Ray environments stay"
+        );
+        let mut expected = vec![
+            abandoned.clone(),
+            old.clone(),
+            stale_test.clone(),
+            stale_ray.clone(),
+        ];
         expected.sort();
         assert_eq!(removed, expected);
         assert!(current.exists() && building.exists());
