@@ -99,10 +99,13 @@ impl CallScope {
         &self.span
     }
 
-    /// Puts the trace context into the call's options.
-    pub(crate) fn apply(&self, options: &mut pb::CallOptions) {
-        options.traceparent.clone_from(&self.traceparent);
-        options.record_spans = self.record_spans;
+    /// The call's options on the wire, with its trace context.
+    pub(crate) fn options(&self, options: &crate::api::dspy::CallOptions) -> pb::CallOptions {
+        pb::CallOptions {
+            traceparent: self.traceparent.clone(),
+            record_spans: self.record_spans,
+            ..options.to_proto()
+        }
     }
 
     /// Records what a worker answered: tokens, model, the worker's spans.

@@ -270,10 +270,7 @@ impl Predictor {
     ) -> Result<snakepit_grpc_bridge::api::dspy::PredictionStream> {
         use futures_util::StreamExt;
         use snakepit_grpc_bridge::api::dspy::StreamItem;
-        let options = match (&options.lm, &self.lm) {
-            (None, Some(lm)) => &options.clone().lm(lm.clone()),
-            _ => options,
-        };
+        let options = &*self.with_own_lm(options);
         let stream = match &self.route {
             Route::Pool => {
                 self.dspex
@@ -310,11 +307,16 @@ impl Predictor {
             .boxed())
     }
 
+    /// `options`, with this predictor's own LM unless the call names one.
+    fn with_own_lm<'a>(&self, options: &'a CallOptions) -> std::borrow::Cow<'a, CallOptions> {
+        match (&options.lm, &self.lm) {
+            (None, Some(lm)) => std::borrow::Cow::Owned(options.clone().lm(lm.clone())),
+            _ => std::borrow::Cow::Borrowed(options),
+        }
+    }
+
     async fn run_unmeasured(&self, inputs: Map, options: &CallOptions) -> Result<Prediction> {
-        let options = match (&options.lm, &self.lm) {
-            (None, Some(lm)) => &options.clone().lm(lm.clone()),
-            _ => options,
-        };
+        let options = &*self.with_own_lm(options);
         Ok(match &self.route {
             Route::Pool => {
                 self.dspex

@@ -41,13 +41,7 @@ async fn start(workers: usize) -> Dspex {
 
 /// A pool of `workers` on `lm`, with the rule LM's module on the path.
 fn builder(workers: usize, lm: Lm) -> DspexBuilder {
-    Dspex::builder()
-        .lm(lm)
-        .workers(workers)
-        .python_path(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../dspex/examples/python"
-        ))
+    support::example_lm_builder(lm, workers)
 }
 
 async fn start_with(workers: usize, lm: Lm) -> Dspex {

@@ -52,14 +52,8 @@ async fn dspex() -> &'static Dspex {
                 "events_file".into(),
                 Value::from(events_file().to_str().unwrap()),
             );
-            Dspex::builder()
-                .lm(Lm::custom("dspex_stream_lm.StreamLM", kwargs))
-                .workers(1)
+            support::example_lm_builder(Lm::custom("dspex_stream_lm.StreamLM", kwargs), 1)
                 .bridge(|b| b.pool(|p| p.max_in_flight_per_worker(8)))
-                .python_path(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../dspex/examples/python"
-                ))
                 .start()
                 .await
                 .expect("dspex starts")

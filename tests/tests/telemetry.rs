@@ -51,16 +51,11 @@ fn a_typed_prediction_is_one_trace_across_the_process_boundary_with_metrics() {
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
 
     run(async {
-        let dspex = Dspex::builder()
-            .lm(Lm::custom("dspex_rule_lm.RuleLM", Default::default()))
-            .workers(1)
-            .python_path(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../dspex/examples/python"
-            ))
-            .start()
-            .await
-            .expect("dspex starts");
+        let dspex =
+            support::example_lm_builder(Lm::custom("dspex_rule_lm.RuleLM", Default::default()), 1)
+                .start()
+                .await
+                .expect("dspex starts");
         let rewrite = Predict::<Rewrite>::new(&dspex);
         let out = rewrite
             .call(example("q", 3, "").input)

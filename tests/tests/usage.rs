@@ -17,13 +17,7 @@ static DSPEX: OnceCell<Dspex> = OnceCell::const_new();
 async fn dspex() -> &'static Dspex {
     DSPEX
         .get_or_init(|| async {
-            Dspex::builder()
-                .lm(Lm::custom("dspex_rule_lm.RuleLM", Default::default()))
-                .workers(1)
-                .python_path(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../dspex/examples/python"
-                ))
+            support::example_lm_builder(Lm::custom("dspex_rule_lm.RuleLM", Default::default()), 1)
                 .start()
                 .await
                 .expect("dspex starts")

@@ -50,6 +50,18 @@ pub fn builder() -> DspexBuilder {
     Dspex::builder().python_path(python_dir())
 }
 
+/// A `Dspex` builder on `lm` with `workers` workers, whose workers find the examples' LMs
+/// (`dspex_rule_lm.RuleLM`, `dspex_stream_lm.StreamLM`).
+pub fn example_lm_builder(lm: Lm, workers: usize) -> DspexBuilder {
+    Dspex::builder()
+        .lm(lm)
+        .workers(workers)
+        .python_path(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dspex/examples/python"
+        ))
+}
+
 /// The answer map of `question -> answer`: `<qN>` gets `aN`, for `n` questions.
 pub fn numbered_answers(n: usize) -> Map {
     (0..n)

@@ -206,8 +206,6 @@ impl Instance {
         options: &CallOptions,
     ) -> Result<CallResult> {
         let scope = CallScope::new(&self.handle.type_name, method, Some(&self.session_id));
-        let mut proto_options = options.to_proto();
-        scope.apply(&mut proto_options);
         let request = pb::CallInstanceRequest {
             session_id: self.session_id.clone(),
             instance_id: self.handle.id.clone(),
@@ -216,7 +214,7 @@ impl Instance {
                 items: args.iter().map(Into::into).collect(),
             }),
             kwargs: Some(map_to_proto(&kwargs)),
-            options: Some(proto_options),
+            options: Some(scope.options(options)),
         };
         let call = Box::pin(async {
             self.bridge
@@ -267,13 +265,11 @@ impl Instance {
         max_concurrency: u32,
     ) -> Result<Vec<Result<Prediction>>> {
         let scope = CallScope::new(&self.handle.type_name, "batch", Some(&self.session_id));
-        let mut proto_options = options.to_proto();
-        scope.apply(&mut proto_options);
         let request = pb::BatchRequest {
             session_id: self.session_id.clone(),
             instance_id: self.handle.id.clone(),
             inputs: inputs.iter().map(map_to_proto).collect(),
-            options: Some(proto_options),
+            options: Some(scope.options(options)),
             max_concurrency,
         };
         let call = self.bridge.call_unless_timed(

@@ -45,6 +45,40 @@ use crate::telemetry::CallScope;
 use crate::value::Map;
 use prediction::{call_result, prediction};
 
+/// A `RunModuleRequest` naming its signature and state by hash only.
+fn module_request(
+    class_path: &str,
+    signature: &SignatureSpec,
+    state: Option<&ModuleState>,
+    kwargs: &Map,
+    inputs: &Map,
+    options: pb::CallOptions,
+) -> pb::RunModuleRequest {
+    pb::RunModuleRequest {
+        class_path: class_path.to_owned(),
+        signature: None,
+        signature_hash: signature.registered().hash.to_vec(),
+        kwargs: Some(map_to_proto(kwargs)),
+        inputs: Some(map_to_proto(inputs)),
+        options: Some(options),
+        state_hash: state.map(|s| s.hash().to_vec()).unwrap_or_default(),
+        state: String::new(),
+    }
+}
+
+/// `request` with the definitions it names by hash (for a worker that does not hold them).
+fn with_definitions(
+    request: pb::RunModuleRequest,
+    signature: &SignatureSpec,
+    state: Option<&ModuleState>,
+) -> pb::RunModuleRequest {
+    pb::RunModuleRequest {
+        signature: Some(signature.registered().definition.clone()),
+        state: state.map(|s| s.json().to_owned()).unwrap_or_default(),
+        ..request
+    }
+}
+
 impl Bridge {
     /// Runs a module without a session, on the least-loaded worker; each worker keeps one
     /// instance per (class, signature, kwargs), so the signature is built only once. The
@@ -75,24 +109,15 @@ impl Bridge {
         options: &CallOptions,
     ) -> Result<Prediction> {
         let scope = CallScope::new(class_path, &signature.name, None);
-        let mut proto_options = options.to_proto();
-        scope.apply(&mut proto_options);
-        let registered = signature.registered();
-        let request = pb::RunModuleRequest {
-            class_path: class_path.to_owned(),
-            signature: None,
-            signature_hash: registered.hash.to_vec(),
-            kwargs: Some(map_to_proto(&kwargs)),
-            inputs: Some(map_to_proto(&inputs)),
-            options: Some(proto_options),
-            state_hash: state.map(|s| s.hash().to_vec()).unwrap_or_default(),
-            state: String::new(),
-        };
-        let with_definition = || pb::RunModuleRequest {
-            signature: Some(registered.definition.clone()),
-            state: state.map(|s| s.json().to_owned()).unwrap_or_default(),
-            ..request.clone()
-        };
+        let request = module_request(
+            class_path,
+            signature,
+            state,
+            &kwargs,
+            &inputs,
+            scope.options(options),
+        );
+        let with_definition = || with_definitions(request.clone(), signature, state);
         let (request, with_definition) = (&request, &with_definition);
         // Session-less and stateless: safe to send again once no attempt runs (the worker crashed,
         // or confirmed that it cancelled a timed-out attempt).

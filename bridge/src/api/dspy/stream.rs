@@ -9,14 +9,15 @@ use tracing::Instrument;
 
 use crate::adapter::GrpcPythonAdapter;
 use crate::bridge::Bridge;
-use crate::convert::map_to_proto;
 use crate::error::{BridgeError, Result};
 use crate::proto::{self as pb, stream_event};
 use crate::telemetry::CallScope;
 use crate::value::Map;
 
 use super::prediction::{call_result, prediction};
-use super::{CallOptions, ModuleState, Prediction, SignatureSpec};
+use super::{
+    CallOptions, ModuleState, Prediction, SignatureSpec, module_request, with_definitions,
+};
 
 /// A piece of one output field of one predictor, as DSPy's stream listener cut it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,21 +154,20 @@ impl Bridge {
         options: &CallOptions,
     ) -> Result<PredictionStream> {
         let scope = CallScope::new(class_path, &signature.name, None);
-        let mut proto_options = options.to_proto();
-        scope.apply(&mut proto_options);
-        let registered = signature.registered();
         // A stream sends its definitions along: it is not the hot path, and a resend would need
         // the first answer before the stream starts.
-        let request = pb::RunModuleRequest {
-            class_path: class_path.to_owned(),
-            signature: Some(registered.definition.clone()),
-            signature_hash: registered.hash.to_vec(),
-            kwargs: Some(map_to_proto(&kwargs)),
-            inputs: Some(map_to_proto(&inputs)),
-            options: Some(proto_options),
-            state_hash: state.map(|s| s.hash().to_vec()).unwrap_or_default(),
-            state: state.map(|s| s.json().to_owned()).unwrap_or_default(),
-        };
+        let request = with_definitions(
+            module_request(
+                class_path,
+                signature,
+                state,
+                &kwargs,
+                &inputs,
+                scope.options(options),
+            ),
+            signature,
+            state,
+        );
         let deadline = options
             .timeout
             .map(|after| (tokio::time::Instant::now() + after, after));
