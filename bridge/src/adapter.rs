@@ -11,9 +11,10 @@ use snakepit::{Adapter, BoxError, StartedWorker, WorkerCommand, WorkerContext, W
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::environment::PythonEnvironment;
-use crate::fork_server::{ForkServer, ForkServerSpec, SHIM_WAIT_ENV};
+use crate::fork_server::{ForkServer, ForkServerSpec, SHIM_WAIT_ENV, ServerKind};
 use crate::proto::bridge_service_client::BridgeServiceClient;
 use crate::proto::{PingRequest, PingResponse};
+use crate::ray::RayPlacement;
 pub use crate::transport::Transport;
 use crate::transport::{Client, RunToken, channel_for};
 
@@ -65,7 +66,15 @@ pub struct GrpcPythonAdapter {
     fork_wait: Duration,
     token: RunToken,
     tls_ca: Option<crate::transport::TlsCa>,
+    /// The name the workers' certificate is checked against.
+    tls_domain: String,
+    /// Where the workers run when on a Ray cluster, and the pool's Ray driver.
+    ray: Option<(RayPlacement, ForkServer)>,
 }
+
+/// The environment variable that tells the Ray driver which variables to send to a worker on the
+/// cluster (the pool's, not the owner's whole environment).
+const REMOTE_ENV: &str = "SNAKEPIT_REMOTE_ENV";
 
 impl std::fmt::Debug for GrpcPythonAdapter {
     /// Environment values are not shown: they may hold API keys.
@@ -81,6 +90,7 @@ impl std::fmt::Debug for GrpcPythonAdapter {
             )
             .field("max_message_bytes", &self.max_message_bytes)
             .field("socket_dir", &self.socket_dir.path())
+            .field("ray", &self.ray.as_ref().map(|(placement, _)| placement))
             .finish()
     }
 }
@@ -110,6 +120,8 @@ impl GrpcPythonAdapter {
             fork_wait: Duration::from_secs(60),
             token: RunToken::default(),
             tls_ca: None,
+            tls_domain: "localhost".to_owned(),
+            ray: None,
         };
         if transport.is_tcp() {
             let (token, metadata) = RunToken::generate()?;
@@ -178,6 +190,7 @@ impl GrpcPythonAdapter {
     /// plainly from then on.
     pub async fn start_fork_server(&mut self, timeout: Duration) -> Result<(), BoxError> {
         let spec = ForkServerSpec {
+            kind: ServerKind::Fork,
             python: self.environment.python().to_path_buf(),
             python_path: self.python_path.clone(),
             env: self.env.clone(),
@@ -190,10 +203,73 @@ impl GrpcPythonAdapter {
         Ok(())
     }
 
-    /// Stops the fork server (its remaining workers die with it). Called at shutdown.
+    /// Places every worker on the Ray cluster `placement` names: starts the pool's Ray driver
+    /// (`python -m snakepit_bridge.ray_driver`; the environment must have Ray, see
+    /// [`EnvironmentOptions::with_ray`](crate::environment::EnvironmentOptions::with_ray)) and
+    /// waits until it is connected to the cluster. The adapter must use
+    /// [`Transport::TcpLoopbackTls`]: the workers serve TLS and demand the run token. With the
+    /// placement's own certificates ([`RayPlacement::tls`]) they serve those instead of the run's
+    /// self-signed one.
+    #[cfg(feature = "tls")]
+    pub async fn place_on_ray(
+        &mut self,
+        placement: RayPlacement,
+        timeout: Duration,
+    ) -> Result<(), BoxError> {
+        placement.validate()?;
+        if self.transport != Transport::TcpLoopbackTls {
+            return Err("workers on Ray need the TcpLoopbackTls transport".into());
+        }
+        if let Some(identity) = placement.tls_identity() {
+            self.set_worker_file(
+                "SNAKEPIT_TLS_CERT_FILE",
+                "tls.crt",
+                identity.cert_pem.as_bytes(),
+            )?;
+            self.set_worker_file(
+                "SNAKEPIT_TLS_KEY_FILE",
+                "tls.key",
+                identity.key_pem.as_bytes(),
+            )?;
+            self.tls_ca = Some(tonic::transport::Certificate::from_pem(&identity.ca_pem));
+            self.tls_domain = identity.domain.clone();
+        }
+        let spec = ForkServerSpec {
+            kind: ServerKind::RayDriver(placement.driver_args(timeout)),
+            python: self.environment.python().to_path_buf(),
+            python_path: self.python_path.clone(),
+            env: self.env.clone(),
+            run_id: self.run_id.clone(),
+            control: self.socket_dir.path().join("ray.sock"),
+            ready_within: timeout,
+        };
+        self.fork_wait = timeout;
+        let driver = ForkServer::start(spec).await?;
+        self.ray = Some((placement, driver));
+        Ok(())
+    }
+
+    /// Where the workers run, when on a Ray cluster.
+    pub fn ray_placement(&self) -> Option<&RayPlacement> {
+        self.ray.as_ref().map(|(placement, _)| placement)
+    }
+
+    /// The process id of the pool's Ray driver, if the workers are on Ray and it runs.
+    pub fn ray_driver_pid(&self) -> Option<u32> {
+        self.ray
+            .as_ref()
+            .map(|(_, driver)| driver.pid())
+            .filter(|&pid| pid != 0)
+    }
+
+    /// Stops the fork server (its remaining workers die with it) and the Ray driver (its actors
+    /// end with it). Called at shutdown.
     pub fn stop_fork_server(&self) {
         if let Some(fork) = &self.fork_server {
             fork.stop();
+        }
+        if let Some((_, driver)) = &self.ray {
+            driver.stop();
         }
     }
 
@@ -238,7 +314,12 @@ impl Adapter for GrpcPythonAdapter {
 
     fn command(&self, ctx: &WorkerContext) -> Result<WorkerCommand, BoxError> {
         let command = WorkerCommand::new(self.environment.python());
-        let command = match self.fork_server.as_ref().filter(|f| f.available()) {
+        // On Ray, always the shim: a driver that is gone for good makes it give up at once.
+        let server = match &self.ray {
+            Some((_, driver)) => Some(driver),
+            None => self.fork_server.as_ref().filter(|f| f.available()),
+        };
+        let command = match server {
             Some(fork) => command
                 .arg("-S")
                 .arg(
@@ -280,6 +361,15 @@ impl Adapter for GrpcPythonAdapter {
         for (key, value) in &self.env {
             command = command.env(key, value);
         }
+        if self.ray.is_some() {
+            let names: Vec<&str> = self
+                .env
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| *k != "PYTHONPATH")
+                .collect();
+            command = command.env(REMOTE_ENV, names.join(","));
+        }
         Ok(command)
     }
 
@@ -310,7 +400,13 @@ impl Adapter for GrpcPythonAdapter {
                 tracing::info!(target: "snakepit::worker_output", slot, stream = "stdout", "{line}");
             }
         });
-        let channel = channel_for(&address, self.tls_ca.as_ref()).await?;
+        let channel = channel_for(
+            &address,
+            self.tls_ca
+                .as_ref()
+                .map(|ca| (ca, self.tls_domain.as_str())),
+        )
+        .await?;
         let mut client = BridgeServiceClient::with_interceptor(channel, self.token.clone())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);

@@ -107,6 +107,7 @@ pub struct BridgeBuilder {
     retry: Option<RetryPolicy>,
     secret_names: Vec<String>,
     max_message_bytes: Option<usize>,
+    ray: Option<crate::ray::RayPlacement>,
 }
 
 impl std::fmt::Debug for BridgeBuilder {
@@ -123,6 +124,7 @@ impl std::fmt::Debug for BridgeBuilder {
             .field("fork_server", &self.fork_server)
             .field("retry", &self.retry)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("ray", &self.ray)
             .finish()
     }
 }
@@ -153,6 +155,7 @@ impl Default for BridgeBuilder {
             retry: None,
             secret_names: Vec::new(),
             max_message_bytes: None,
+            ray: None,
         }
     }
 }
@@ -300,9 +303,44 @@ impl BridgeBuilder {
         self
     }
 
+    /// Runs every worker on a Ray cluster instead of this machine: each is hosted by a Ray actor
+    /// and serves the worker API on its node over TCP with TLS and the run's token; the pool
+    /// supervises them as it does local workers (through one local Ray driver process and a
+    /// small shim per worker). The Python environment gets Ray (`requirements-ray.lock`), and
+    /// the transport is [`Transport::TcpLoopbackTls`] whatever [`transport`](Self::transport)
+    /// said. Everything above the bridge works unchanged.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), snakepit_grpc_bridge::BridgeError> {
+    /// use snakepit_grpc_bridge::Bridge;
+    /// let bridge = Bridge::builder().workers(4).ray("127.0.0.1:6379").start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ray(mut self, placement: impl Into<crate::ray::RayPlacement>) -> Self {
+        self.ray = Some(placement.into());
+        self
+    }
+
     /// Provisions the Python environment if needed (visible progress on standard error), then
     /// starts the workers and waits until all are ready.
-    pub async fn start(self) -> Result<Bridge> {
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    pub async fn start(mut self) -> Result<Bridge> {
+        if let Some(placement) = &self.ray {
+            placement.validate().map_err(|message| BridgeError::Ray {
+                address: placement.address().to_owned(),
+                message,
+            })?;
+            #[cfg(not(feature = "tls"))]
+            return Err(BridgeError::Ray {
+                address: placement.address().to_owned(),
+                message: "workers on Ray serve TLS: build with the `tls` feature".to_owned(),
+            });
+            #[cfg(feature = "tls")]
+            {
+                self.environment = self.environment.with_ray();
+                self.transport = Transport::TcpLoopbackTls;
+            }
+        }
         let mut config = self.pool.build()?;
         // Chosen here so the fork server, started outside the pool, carries it too.
         let run_id = config
@@ -338,7 +376,19 @@ impl BridgeBuilder {
                 .set_worker_file("SNAKEPIT_DSPY_LM_FILE", "lm.pb", &lm.to_bytes())
                 .map_err(|e| BridgeError::Protocol(format!("cannot write the LM settings: {e}")))?;
         }
+        #[cfg(feature = "tls")]
+        if let Some(placement) = self.ray.clone() {
+            let address = placement.address().to_owned();
+            adapter
+                .place_on_ray(placement, config.startup_timeout)
+                .await
+                .map_err(|e| BridgeError::Ray {
+                    address,
+                    message: e.to_string(),
+                })?;
+        }
         if self.fork_server
+            && self.ray.is_none()
             && let Err(e) = adapter.start_fork_server(config.startup_timeout).await
         {
             tracing::warn!(

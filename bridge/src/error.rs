@@ -114,6 +114,15 @@ pub enum BridgeError {
     /// The worker answered something the protocol does not allow.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Workers cannot be placed on the Ray cluster: a bad placement, or the pool's Ray driver
+    /// could not connect to the cluster.
+    #[error("cannot place workers on the Ray cluster at {address}: {message}")]
+    Ray {
+        /// The cluster's address, as given.
+        address: String,
+        /// What went wrong (the driver's own words, when it said any).
+        message: String,
+    },
 }
 
 impl BridgeError {
@@ -121,7 +130,7 @@ impl BridgeError {
     /// ([`PoolError::kind`]) for pool errors, else `environment`, `python`, `session_not_found`,
     /// `not_found`, `invalid_argument`, `constraint_violation`, `already_exists`,
     /// `callback_failed`, `parse_failed`, `result_too_large`, `invalid_value`, `transport`,
-    /// `deadline_exceeded`, `protocol`.
+    /// `deadline_exceeded`, `protocol`, `ray`.
     ///
     /// ```
     /// # use snakepit_grpc_bridge::BridgeError;
@@ -145,6 +154,7 @@ impl BridgeError {
             BridgeError::Transport { .. } => "transport",
             BridgeError::DeadlineExceeded { .. } => "deadline_exceeded",
             BridgeError::Protocol(_) => "protocol",
+            BridgeError::Ray { .. } => "ray",
         }
     }
 

@@ -1,4 +1,4 @@
-//! The fork server and its supervisor.
+//! The fork server and its supervisor; the Ray driver, supervised alike.
 //!
 //! One Python process (`python -m snakepit_bridge.forkserver`) imports DSPy and gRPC once and
 //! forks a worker for each shim the pool starts (`python/snakepit_bridge/forkserver.py` and
@@ -7,6 +7,11 @@
 //! accept again. This module restarts the fork server at once when it exits, with a short backoff
 //! between failed starts; if it cannot be started again, workers are spawned plainly from then on
 //! (with a warning) instead of the pool ending in `RestartLimitReached`.
+//!
+//! The Ray driver (`python -m snakepit_bridge.ray_driver`, see `ray.rs`) speaks the same protocol
+//! to the same shims and has the same life: the pool's only process on the owner's side for all
+//! its Ray-hosted workers, whose actors end with it. Unlike the fork server, when it cannot be
+//! started again its shims give up (workers are not started locally instead).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -28,9 +33,44 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// (while the fork server starts again), in seconds.
 pub(crate) const SHIM_WAIT_ENV: &str = "SNAKEPIT_FORK_WAIT";
 
-/// What a fork server is started with.
+/// Which server a [`ForkServerSpec`] starts.
+#[derive(Debug, Clone)]
+pub(crate) enum ServerKind {
+    /// `snakepit_bridge.forkserver`: forks local workers.
+    Fork,
+    /// `snakepit_bridge.ray_driver` with these arguments (after `--control`): workers on Ray.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    RayDriver(Vec<OsString>),
+}
+
+impl ServerKind {
+    fn module(&self) -> &'static str {
+        match self {
+            ServerKind::Fork => "snakepit_bridge.forkserver",
+            ServerKind::RayDriver(_) => "snakepit_bridge.ray_driver",
+        }
+    }
+
+    fn ready_line(&self) -> &'static str {
+        match self {
+            ServerKind::Fork => "FORKSERVER_READY",
+            ServerKind::RayDriver(_) => "RAY_DRIVER_READY",
+        }
+    }
+
+    /// How logs and errors name it.
+    fn name(&self) -> &'static str {
+        match self {
+            ServerKind::Fork => "the fork server",
+            ServerKind::RayDriver(_) => "the Ray driver",
+        }
+    }
+}
+
+/// What a fork server (or the Ray driver) is started with.
 #[derive(Debug, Clone)]
 pub(crate) struct ForkServerSpec {
+    pub(crate) kind: ServerKind,
     pub(crate) python: PathBuf,
     pub(crate) python_path: OsString,
     pub(crate) env: Vec<(String, String)>,
@@ -49,12 +89,16 @@ impl ForkServerSpec {
     async fn start(&self) -> Result<tokio::process::Child, BoxError> {
         let mut command = tokio::process::Command::new(&self.python);
         command
-            .args(["-m", "snakepit_bridge.forkserver", "--control"])
+            .args(["-m", self.kind.module(), "--control"])
             .arg(&self.control)
             .env("PYTHONPATH", &self.python_path)
             .env("PYTHONUNBUFFERED", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(self.run_id.iter().map(|id| (snakepit::RUN_ID_ENV, id)))
+            .args(match &self.kind {
+                ServerKind::RayDriver(args) => args.as_slice(),
+                ServerKind::Fork => &[],
+            })
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -63,32 +107,64 @@ impl ForkServerSpec {
         let mut process = command.spawn()?;
         let stdout = process.stdout.take().ok_or("no stdout")?;
         let stderr = process.stderr.take().ok_or("no stderr")?;
+        let stream = match self.kind {
+            ServerKind::Fork => "forkserver",
+            ServerKind::RayDriver(_) => "ray_driver",
+        };
+        // Its last lines of standard error, for the error when it does not start.
+        let last_words = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let kept = last_words.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "snakepit::worker_output", stream = "forkserver", "{line}");
+                tracing::info!(target: "snakepit::worker_output", stream, "{line}");
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() == 20 {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
             }
         });
         let mut lines = BufReader::new(stdout).lines();
         let timeout = self.ready_within;
+        let ready_line = self.kind.ready_line();
         let ready = tokio::time::timeout(timeout, async {
             while let Some(line) = lines.next_line().await? {
-                if line.trim() == "FORKSERVER_READY" {
+                if line.trim() == ready_line {
                     return Ok::<bool, std::io::Error>(true);
                 }
+                tracing::info!(target: "snakepit::worker_output", stream, "{line}");
             }
             Ok(false)
         })
         .await;
-        match ready {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Err("the fork server exited before it was ready".into()),
+        let name = self.kind.name();
+        let what = match ready {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some(format!("{name} exited before it was ready")),
             Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(format!("the fork server was not ready within {timeout:?}").into());
-            }
+            Err(_) => Some(format!("{name} was not ready within {timeout:?}")),
+        };
+        if let Some(what) = what {
+            // Give its standard error a moment to arrive.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let said: Vec<String> = last_words
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            return Err(if said.is_empty() {
+                what.into()
+            } else {
+                format!("{what}; it said:\n{}", said.join("\n")).into()
+            });
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(target: "snakepit::worker_output", stream, "{line}");
+            }
+        });
         Ok(process)
     }
 }
@@ -199,9 +275,10 @@ async fn supervise(
         if stopping {
             return;
         }
+        let name = spec.kind.name();
         tracing::warn!(
             status = ?status.ok(),
-            "the fork server exited (its workers died with it); starting it again"
+            "{name} exited (its workers died with it); starting it again"
         );
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
@@ -213,7 +290,7 @@ async fn supervise(
             match started {
                 Ok(process) => break process,
                 Err(e) if attempt < MAX_START_ATTEMPTS => {
-                    tracing::warn!(attempt, error = %e, "the fork server did not start; trying again");
+                    tracing::warn!(attempt, error = %e, "{name} did not start; trying again");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stopped(&mut stop) => return,
@@ -225,7 +302,11 @@ async fn supervise(
                     tracing::error!(
                         attempts = attempt,
                         error = %e,
-                        "the fork server cannot be started again; workers are spawned plainly from now on"
+                        "{name} cannot be started again; {}",
+                        match spec.kind {
+                            ServerKind::Fork => "workers are spawned plainly from now on",
+                            ServerKind::RayDriver(_) => "no worker can start on Ray from now on",
+                        }
                     );
                     state.available.store(false, Ordering::Release);
                     // Shims still waiting for it give up at once.
@@ -238,6 +319,6 @@ async fn supervise(
             .pid
             .store(process.id().unwrap_or(0), Ordering::Release);
         state.restarts.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(pid = process.id(), "the fork server is back");
+        tracing::info!(pid = process.id(), "{name} is back");
     }
 }

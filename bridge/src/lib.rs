@@ -42,6 +42,7 @@ mod framing;
 mod installer;
 mod lm;
 mod provisioning;
+mod ray;
 pub mod telemetry;
 mod transport;
 mod value;
@@ -56,6 +57,7 @@ pub use adapter::{GrpcPythonAdapter, Transport, WorkerConnection};
 pub use bridge::{Bridge, BridgeBuilder, WorkerIdentity};
 pub use error::{BridgeError, PythonError, Result};
 pub use provisioning::{ProvisionProgress, ProvisionReporter};
+pub use ray::{RAY_ADDRESS_ENV, RayPlacement, TlsIdentity};
 pub use snakepit;
 pub use snakepit::{
     CircuitBreakerConfig, CircuitState, PoolError, RecycleReason, RetryPolicy, WorkerExit,

@@ -104,10 +104,11 @@ pub(crate) fn self_signed_certificate() -> std::io::Result<(String, String)> {
 }
 
 /// A gRPC channel to a worker's announced address: `unix:/path` or `tcp:host:port` (over TLS
-/// when `tls_ca` is given, trusting exactly that certificate).
+/// when `tls` is given: trusting exactly that certificate authority, checking the worker's
+/// certificate against that name).
 pub(crate) async fn channel_for(
     address: &str,
-    tls_ca: Option<&TlsCa>,
+    tls: Option<(&TlsCa, &str)>,
 ) -> Result<Channel, BoxError> {
     if let Some(path) = address.strip_prefix("unix:") {
         let path = PathBuf::from(path);
@@ -124,15 +125,15 @@ pub(crate) async fn channel_for(
             .await?;
         Ok(channel)
     } else if let Some(host_port) = address.strip_prefix("tcp:") {
-        let endpoint = match tls_ca {
+        let endpoint = match tls {
             #[cfg(feature = "tls")]
-            Some(ca) => Endpoint::try_from(format!("https://{host_port}"))?.tls_config(
+            Some((ca, domain)) => Endpoint::try_from(format!("https://{host_port}"))?.tls_config(
                 tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(ca.clone())
-                    .domain_name("localhost"),
+                    .domain_name(domain),
             )?,
             #[cfg(not(feature = "tls"))]
-            Some(never) => match *never {},
+            Some((never, _)) => match *never {},
             None => Endpoint::try_from(format!("http://{host_port}"))?,
         };
         Ok(endpoint.tcp_nodelay(true).connect().await?)

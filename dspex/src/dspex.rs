@@ -74,6 +74,14 @@ impl DspexBuilder {
         self
     }
 
+    /// Runs the workers on the Ray cluster at `placement` (an address such as `127.0.0.1:6379`,
+    /// or a [`RayPlacement`](snakepit_grpc_bridge::RayPlacement)); see
+    /// [`BridgeBuilder::ray`](snakepit_grpc_bridge::BridgeBuilder::ray).
+    pub fn ray(mut self, placement: impl Into<snakepit_grpc_bridge::RayPlacement>) -> Self {
+        self.bridge = self.bridge.ray(placement);
+        self
+    }
+
     /// Changes the underlying bridge configuration (pool limits, transport, ...).
     pub fn bridge(mut self, configure: impl FnOnce(BridgeBuilder) -> BridgeBuilder) -> Self {
         self.bridge = configure(self.bridge);

@@ -7,6 +7,10 @@ SIGINT to the worker; exits as the worker exited. When this process dies, the wo
 ``socket`` and ``signal`` (the Python halves import ``enum``, ``re`` and more): it starts in about
 10 ms, which a worker's replacement waits for.
 
+The Ray driver (``ray_driver.py``) speaks the same protocol for workers hosted by Ray actors: it
+answers ``remote N`` instead of ``pid N`` (the worker is on another machine), and this process
+forwards its signals as ``signal N`` lines on the connection instead of ``kill``.
+
 While the fork server is being started again (it died, and the bridge restarts it), its control
 socket refuses connections: the shim waits for it, up to ``SNAKEPIT_FORK_WAIT`` seconds (default
 60), unless the bridge marked it gone for good (a ``.gone`` file beside the socket).
@@ -72,12 +76,23 @@ def main() -> None:
     os.close(lifeline_r)
     reader = Lines(conn)
     first = reader.readline().split()
-    if len(first) != 2 or first[0] != "pid":
+    if len(first) == 2 and first[0] == "exit":
+        # The worker never started (the Ray driver says why on standard error).
+        sys.exit(os.WEXITSTATUS(int(first[1])) or 70)
+    if len(first) != 2 or first[0] not in ("pid", "remote"):
         sys.stderr.write("forkshim: the fork server did not start a worker\n")
         sys.exit(70)
     worker = int(first[1])
+    remote = first[0] == "remote"
 
     def forward(sig, _frame):
+        if remote:
+            # A worker on another machine: the Ray driver sends the signal on.
+            try:
+                conn.sendall(b"signal %d\n" % sig)
+            except OSError:
+                pass
+            return
         try:
             os.kill(worker, sig)
         except ProcessLookupError:
@@ -87,10 +102,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, forward)
     line = reader.readline().split()
     if len(line) != 2 or line[0] != "exit":
-        try:
-            os.kill(worker, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if not remote:
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         sys.stderr.write("forkshim: lost the fork server\n")
         sys.exit(70)
     status = int(line[1])

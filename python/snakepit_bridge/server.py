@@ -410,10 +410,10 @@ async def serve(args: argparse.Namespace) -> None:
         identity = security.tls_identity()
         if identity:
             credentials = grpc.ssl_server_credentials([identity])
-            port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
+            port = server.add_secure_port(f"{args.host}:{args.port}", credentials)
         else:
-            port = server.add_insecure_port(f"127.0.0.1:{args.port}")
-        address = f"tcp:127.0.0.1:{port}"
+            port = server.add_insecure_port(f"{args.host}:{args.port}")
+        address = f"tcp:{args.host}:{port}"
     await server.start()
     fast = None
     if args.fast_socket:
@@ -444,7 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m snakepit_bridge.server")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="serve on this Unix domain socket path")
-    where.add_argument("--port", type=int, help="serve on 127.0.0.1:PORT (0 picks a free port)")
+    where.add_argument("--port", type=int, help="serve on HOST:PORT (0 picks a free port)")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="the address a TCP worker binds (a Ray node's own address; default 127.0.0.1)",
+    )
     parser.add_argument(
         "--fast-socket", help="also serve DSPy calls as protobuf frames on this Unix socket"
     )

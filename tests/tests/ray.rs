@@ -1,7 +1,9 @@
 #![allow(missing_docs)]
-//! A local Ray cluster for the Ray placement tests (issue 16): Ray is provisioned as an optional
-//! extra (`requirements-ray.lock`, an environment of its own); the test starts a head, reaches it,
-//! and stops it, leaving no Ray process behind.
+//! Workers on a Ray cluster (issue 16): Ray is provisioned as an optional extra
+//! (`requirements-ray.lock`, an environment of its own); the test starts a local head, runs a pool
+//! of workers on it through every path (typed predictions, a compiled program, tools both ways),
+//! kills an actor under load, SIGKILLs an owner, checks what Ray's state API shows, and stops the
+//! head leaving no Ray process behind.
 //!
 //! Ray binds several of its ports to every interface whatever `--node-ip-address` says, so the
 //! cluster runs in a network namespace of the test's own, where loopback is the only interface:
@@ -10,13 +12,20 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
-use support::{alive, python_dir};
+use dspex::snakepit_grpc_bridge::snakepit::{self, PoolError};
+use dspex::snakepit_grpc_bridge::{BridgeError, args};
+use dspex::{Error, Lm};
+use dspex_tests::rag::{Rag, exact};
+use support::{QA, alive, ask, eventually, python_dir, raw_ping, run};
 
 /// A free TCP port on loopback.
 fn free_port() -> u16 {
@@ -111,6 +120,50 @@ impl RayCluster {
     fn session_dir(&self) -> PathBuf {
         self.temp_dir.path().to_owned()
     }
+
+    /// What Ray's state API says (`tests/tests/python/dspex_ray_state.py`).
+    fn state(&self, python: &Path, args: &[&str]) -> serde_json::Value {
+        let output = Command::new(python)
+            .arg(python_dir().join("dspex_ray_state.py"))
+            .arg(&self.address)
+            .args(args)
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .output()
+            .expect("the state helper runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("its JSON")
+    }
+
+    /// The live actors whose names start with `prefix`.
+    fn alive_actors(&self, python: &Path, prefix: &str) -> Vec<String> {
+        self.state(python, &["alive", prefix])["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until the live actors starting with `prefix` are `count`; how long that took.
+    fn await_alive_actors(&self, python: &Path, prefix: &str, count: usize) -> Duration {
+        let started = Instant::now();
+        loop {
+            let names = self.alive_actors(python, prefix);
+            if names.len() == count {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "expected {count} live actors {prefix}*, still {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for RayCluster {
@@ -160,29 +213,377 @@ fn interfaces() -> Vec<String> {
         .collect()
 }
 
+/// The rule LM of the examples (`dspex_rule_lm.RuleLM`), answering after `delay_ms`.
+fn rule_lm(delay_ms: i64) -> Lm {
+    let mut kwargs = dspex::__private::Map::new();
+    kwargs.insert("delay_ms".into(), delay_ms.into());
+    Lm::custom("dspex_rule_lm.RuleLM", kwargs)
+}
+
+/// An API key for the workers; it must reach them and show nowhere on the cluster.
+const SECRET_NAME: &str = "DSPEX_RAY_TEST_API_KEY";
+const SECRET: &str = "sk-ray-test-5b0c1e0d9f7a4e21a3c6b8d2f1e4a7c9";
+
+/// The parent's command line of process `pid`.
+fn parent_command(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Four workers on Ray serve typed predictions, a compiled program and tools; the API key
+/// reaches them and shows nowhere in Ray's state API; they refuse clients without the token or
+/// without TLS; a killed actor's calls fail typed and the pool replaces it; shutdown ends every
+/// actor.
+async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
+    let started = Instant::now();
+    let dspex = support::example_lm_builder(rule_lm(0), 4)
+        .python_path(python_dir())
+        .import("dspex_secret_tools")
+        .ray(cluster.address.as_str())
+        .bridge(|b| b.secret_env(SECRET_NAME, SECRET))
+        .start()
+        .await
+        .expect("workers on Ray start");
+    eprintln!("4 workers on Ray ready after {:?}", started.elapsed());
+    let bridge = dspex.bridge();
+    let run_id = bridge.pool().run_id().to_owned();
+    let prefix = format!("snakepit-{run_id}-");
+    let actors = cluster.alive_actors(python, &prefix);
+    assert_eq!(
+        actors,
+        (0..4)
+            .map(|slot| format!("{prefix}{slot}.0"))
+            .collect::<Vec<_>>(),
+        "one actor per slot"
+    );
+    // Each worker is a child of a Ray actor's process, not of this one.
+    let worker = bridge.ping().await.unwrap();
+    let parent = parent_command(worker.pid);
+    assert!(
+        parent.contains("WorkerActor"),
+        "worker {} runs under {parent:?}",
+        worker.pid
+    );
+
+    // Typed predictions, spread over the workers.
+    let qa = Predict::<QA>::new(&dspex);
+    let answers = futures_util::future::join_all((0..24).map(|i| qa.call(ask(i)))).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().answer, format!("a{i}"));
+    }
+
+    // A compiled program: the optimiser runs in a worker on Ray and calls the Rust program and
+    // metric back (tools, worker to owner); the compiled program runs on every worker.
+    let rag = Rag::new(&dspex);
+    let trainset: Vec<_> = (0..4)
+        .map(|i| dspex_tests::rag::example("q", i, &format!("a{i}")))
+        .collect();
+    let compiled = BootstrapFewShot::new(exact)
+        .max_bootstrapped_demos(4)
+        .max_labeled_demos(0)
+        .compile(&rag, &trainset)
+        .await
+        .expect("compiled on Ray");
+    assert_eq!(compiled.predictors()[0].1.demos().len(), 4);
+    let outputs = futures_util::future::join_all((0..8).map(|i| {
+        compiled.forward(dspex_tests::rag::RewriteInput {
+            question: format!("<z{i}>"),
+        })
+    }))
+    .await;
+    for (i, output) in outputs.into_iter().enumerate() {
+        assert_eq!(output.unwrap().answer, format!("a{i}"));
+    }
+
+    // The API key reached the workers (a Python tool hashes what it sees)...
+    let session = bridge.create_session().await.unwrap();
+    let digest = session
+        .call_tool("secret_digest", args([("name", SECRET_NAME)]))
+        .await
+        .unwrap();
+    assert_eq!(digest.as_str(), Some(sha256_hex(SECRET).as_str()));
+    session.close().await.unwrap();
+    // ...and shows nowhere in what Ray's state API and dashboard show: actors, tasks, jobs,
+    // objects, workers, nodes, the actors' logs. Nor does the run's token.
+    let shown = cluster.state(python, &["dump"])["shown"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(shown.contains(&prefix), "the dump shows this run's actors");
+    assert!(shown.contains("WorkerActor"));
+    let token =
+        std::fs::read_to_string(bridge.pool().adapter().socket_dir().join("token")).unwrap();
+    assert!(
+        !shown.contains(SECRET),
+        "the API key shows in Ray's state API"
+    );
+    assert!(
+        !shown.contains(token.trim()),
+        "the run token shows in Ray's state API"
+    );
+
+    // Reachable only over TLS with the run's token.
+    let checkout = bridge.pool().checkout().await.unwrap();
+    let host_port = checkout
+        .connection()
+        .address()
+        .strip_prefix("tcp:")
+        .expect("a TCP address")
+        .to_owned();
+    drop(checkout);
+    let bearer = format!("Bearer {}", token.trim());
+    if let Ok(plaintext) = tonic::transport::Endpoint::try_from(format!("http://{host_port}"))
+        .unwrap()
+        .connect()
+        .await
+    {
+        assert!(
+            raw_ping(plaintext, Some(&bearer)).await.is_err(),
+            "plaintext with the token is refused"
+        );
+    }
+    let cert = std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::try_from(format!("https://{host_port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = raw_ping(channel.clone(), None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    // The control: with the token, over TLS, it answers.
+    raw_ping(channel, Some(&bearer)).await.unwrap();
+
+    // ray.kill of an actor under load: its calls fail with a typed crash, the others finish,
+    // and the pool starts a replacement on the cluster.
+    // An LM that waits 8 s on DSPy's async path (the worker keeps answering health checks).
+    let slow = Arc::new(dspex::CallOptions::default().lm(support::faulty_lm(
+        support::numbered_answers(8),
+        &[("delay_ms", dspex::Value::from(8000.0))],
+    )));
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let qa = qa.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move {
+                let result = qa.call_with(ask(i), &slow).await;
+                (result, Instant::now())
+            })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || bridge.pool().stats().in_flight
+            == 8)
+        .await,
+        "8 calls in flight"
+    );
+    let victim = format!("{prefix}0.0");
+    let killed_at = Instant::now();
+    cluster.state(python, &["kill", &victim]);
+    let mut crashed = 0;
+    let mut answered = 0;
+    let mut crash_seen = None;
+    for (i, call) in calls.into_iter().enumerate() {
+        let (result, finished) = call.await.unwrap();
+        if result.is_err() {
+            let after = finished.duration_since(killed_at);
+            crash_seen = Some(crash_seen.map_or(after, |seen: Duration| seen.min(after)));
+        }
+        match result {
+            Ok(output) => {
+                assert_eq!(output.answer, format!("a{i}"));
+                answered += 1;
+            }
+            Err(Error::Bridge(BridgeError::Pool(PoolError::WorkerCrashed { worker, exit }))) => {
+                assert_eq!(
+                    worker.slot, 0,
+                    "only slot 0's calls fail: {worker} {exit:?}"
+                );
+                assert!(
+                    exit.signal() == Some(9),
+                    "an actor that died reads as SIGKILL: {exit:?}"
+                );
+                crashed += 1;
+            }
+            Err(other) => panic!("call {i}: not a typed crash: {other:?}"),
+        }
+    }
+    eprintln!(
+        "ray.kill under load: {crashed} of 8 calls got WorkerCrashed (the first \
+         {crash_seen:?} after the kill began, the helper's own start included), {answered} answered"
+    );
+    assert!(
+        crashed >= 1 && answered >= 1,
+        "{crashed} crashed, {answered} answered"
+    );
+    let replaced = cluster.await_alive_actors(python, &format!("{prefix}0.1"), 1);
+    assert!(
+        eventually(Duration::from_secs(60), || bridge
+            .pool()
+            .workers()
+            .iter()
+            .all(|w| w.ready))
+        .await
+    );
+    eprintln!("the replacement actor was alive {replaced:?} after the crash was seen");
+    assert!(bridge.pool().stats().restarts >= 1);
+    assert!(cluster.alive_actors(python, &victim).is_empty());
+    let again = futures_util::future::join_all((0..8).map(|i| qa.call(ask(i)))).await;
+    assert!(
+        again.into_iter().all(|a| a.is_ok()),
+        "the pool serves again"
+    );
+
+    // Graceful shutdown ends every actor of the run, and the driver.
+    let driver = bridge
+        .pool()
+        .adapter()
+        .ray_driver_pid()
+        .expect("a Ray driver");
+    dspex.shutdown().await.unwrap();
+    let ended = cluster.await_alive_actors(python, &prefix, 0);
+    eprintln!("shutdown: no actor of the run alive after {ended:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(driver)).await,
+        "the Ray driver stopped"
+    );
+}
+
+/// Starts `bridge-owner` with two workers on the cluster; the process and its run id.
+fn start_owner(cluster: &RayCluster, runtime: &Path) -> (Child, String) {
+    let mut owner = Command::new(env!("CARGO_BIN_EXE_bridge-owner"))
+        .arg(runtime)
+        .arg(format!("ray:{}", cluster.address))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(owner.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let run_id = line
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("the owner did not start: {line:?}"))
+        .trim()
+        .to_owned();
+    (owner, run_id)
+}
+
+/// SIGKILL of an owner leaves no actor of its run alive on the cluster, and no process here;
+/// also when its Ray driver is SIGKILLed with it (as when the owner's machine goes), which
+/// leaves only Ray's own rule to end the actors: they belong to the driver's job.
+fn an_owner_killed_leaves_no_actor(cluster: &RayCluster, python: &Path) {
+    let runtime = tempfile::tempdir().unwrap();
+    for with_driver in [false, true] {
+        let (mut owner, run_id) = start_owner(cluster, runtime.path());
+        let prefix = format!("snakepit-{run_id}-");
+        assert_eq!(cluster.alive_actors(python, &prefix).len(), 2);
+        let local = snakepit::processes_of_run(&run_id);
+        let killed = Instant::now();
+        if with_driver {
+            let driver = processes_mentioning("snakepit_bridge.ray_driver")
+                .into_iter()
+                .find(|pid| local.contains(pid))
+                .expect("the owner's Ray driver");
+            support::kill(driver, libc::SIGKILL);
+        }
+        support::kill(owner.id(), libc::SIGKILL);
+        owner.wait().unwrap();
+        cluster.await_alive_actors(python, &prefix, 0);
+        let ended = killed.elapsed();
+        eprintln!(
+            "owner SIGKILLed{}: no actor of its run alive after {ended:?}",
+            if with_driver {
+                " with its Ray driver"
+            } else {
+                ""
+            }
+        );
+        assert!(ended < Duration::from_secs(30), "{ended:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while local.iter().any(|&pid| alive(pid)) {
+            assert!(Instant::now() < deadline, "processes of the run left");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Bad placements fail at once with a typed error; a cluster that is not there fails start-up
+/// with the driver's reason, leaving nothing behind.
+async fn bad_placements_fail_typed() {
+    for address in ["", "localhost", "http://127.0.0.1:6379"] {
+        let result = Dspex::builder().ray(address).start().await;
+        assert!(
+            matches!(&result, Err(Error::Bridge(BridgeError::Ray { .. }))),
+            "{address:?}: {:?}",
+            result.err()
+        );
+    }
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let result = Dspex::builder()
+        .ray(nobody.as_str())
+        .bridge(|b| b.pool(|p| p.startup_timeout(Duration::from_secs(30))))
+        .start()
+        .await;
+    let Err(Error::Bridge(BridgeError::Ray { address, message })) = result else {
+        panic!("no cluster at {nobody}: {:?}", result.err());
+    };
+    eprintln!(
+        "no cluster: failed after {:?}: {message}",
+        started.elapsed()
+    );
+    assert_eq!(address, nobody);
+    assert!(!message.is_empty());
+    assert!(processes_mentioning("snakepit_bridge.ray_driver").is_empty());
+}
+
 #[test]
-fn a_local_ray_cluster_on_loopback_serves_actors_and_leaves_nothing_behind() {
+fn workers_on_a_local_ray_cluster_are_served_supervised_and_leave_nothing_behind() {
+    const TEST: &str =
+        "workers_on_a_local_ray_cluster_are_served_supervised_and_leave_nothing_behind";
     let environment = PythonEnvironment::resolve(&EnvironmentOptions::default().with_ray())
         .expect("the Ray environment");
-    if !inside_own_network_namespace(
-        environment.python(),
-        "a_local_ray_cluster_on_loopback_serves_actors_and_leaves_nothing_behind",
-    ) {
+    if !inside_own_network_namespace(environment.python(), TEST) {
         return;
     }
     assert_eq!(interfaces(), ["lo"], "loopback is the only way in or out");
+    let python = environment.python();
     assert!(
-        environment.python().to_string_lossy().contains("-ray/"),
+        python.to_string_lossy().contains("-ray/"),
         "Ray has an environment of its own: {}",
-        environment.python().display()
+        python.display()
     );
-    let cluster = RayCluster::start(environment.python());
-    let answer = cluster.probe(environment.python(), 4);
-    let pids = answer["pids"].as_array().unwrap();
-    assert_eq!(pids.len(), 4, "{answer}");
-    assert!(answer["alive"].as_u64().unwrap() >= 4, "{answer}");
-    let session = cluster.session_dir();
-    let needle = session.to_string_lossy().into_owned();
+    let cluster = RayCluster::start(python);
+    let answer = cluster.probe(python, 4);
+    assert_eq!(answer["pids"].as_array().unwrap().len(), 4, "{answer}");
+    run(a_pool_on_ray(&cluster, python));
+    an_owner_killed_leaves_no_actor(&cluster, python);
+    run(bad_placements_fail_typed());
+
+    let needle = cluster.session_dir().to_string_lossy().into_owned();
     assert!(
         !processes_mentioning(&needle).is_empty(),
         "the cluster's processes carry its folder"

@@ -15,7 +15,7 @@ use dspex::Lm;
 use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::snakepit;
 use dspex::snakepit_grpc_bridge::{Bridge, BridgeError, Map, Transport};
-use support::{QA, QAInput, run};
+use support::{QA, QAInput, raw_ping, run};
 
 const NOBODY: u32 = 65534;
 
@@ -118,33 +118,6 @@ fn another_user_cannot_reach_a_worker_socket() {
         }
         bridge.shutdown().await.unwrap();
     });
-}
-
-/// An empty protobuf message: `PingRequest`, and enough of `PingResponse` to see success.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Empty {}
-
-/// A bare gRPC `Ping` to `channel` with an optional `authorization` value.
-async fn raw_ping(
-    channel: tonic::transport::Channel,
-    authorization: Option<&str>,
-) -> Result<(), tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(Empty {});
-    if let Some(value) = authorization {
-        request
-            .metadata_mut()
-            .insert("authorization", value.parse().unwrap());
-    }
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/snakepit.bridge.v1.BridgeService/Ping",
-    );
-    grpc.unary::<Empty, Empty, _>(request, path, tonic_prost::ProstCodec::default())
-        .await
-        .map(drop)
 }
 
 /// One worker on `transport` whose LM always answers `answer`; checks that the bridge's own calls

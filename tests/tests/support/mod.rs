@@ -200,3 +200,30 @@ pub fn tally(events: &[LmEvent]) -> std::collections::BTreeMap<String, RequestTa
     }
     tallies
 }
+
+/// An empty protobuf message: `PingRequest`, and enough of `PingResponse` to see success.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Empty {}
+
+/// A bare gRPC `Ping` to `channel` with an optional `authorization` value.
+pub async fn raw_ping(
+    channel: tonic::transport::Channel,
+    authorization: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(Empty {});
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/snakepit.bridge.v1.BridgeService/Ping",
+    );
+    grpc.unary::<Empty, Empty, _>(request, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(drop)
+}
