@@ -17,6 +17,7 @@ use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnviron
 use tokio::sync::Semaphore;
 
 mod optimize;
+mod ray;
 mod streaming;
 mod telemetry;
 
@@ -722,6 +723,61 @@ fn print_table(summary: &Summary) {
             Some(("streaming.whole_answer_ms", "streaming.first_piece_ms")),
         ),
         (
+            "Ray: overhead p50, 1 worker (local | on Ray)",
+            Some("ray.local_p50_us"),
+            "ray.remote_p50_us",
+            "µs",
+            Some(("ray.remote_p50_us", "ray.local_p50_us")),
+        ),
+        (
+            "Ray: overhead p99",
+            Some("ray.local_p99_us"),
+            "ray.remote_p99_us",
+            "µs",
+            Some(("ray.remote_p99_us", "ray.local_p99_us")),
+        ),
+        (
+            "Ray: throughput @64, 2 workers, DummyLM",
+            Some("ray.throughput_dummy_local_per_s"),
+            "ray.throughput_dummy_remote_per_s",
+            "/s",
+            Some((
+                "ray.throughput_dummy_remote_per_s",
+                "ray.throughput_dummy_local_per_s",
+            )),
+        ),
+        (
+            "Ray: throughput @64, 2 workers, 20 ms LM",
+            Some("ray.throughput_sleepy_local_per_s"),
+            "ray.throughput_sleepy_remote_per_s",
+            "/s",
+            Some((
+                "ray.throughput_sleepy_remote_per_s",
+                "ray.throughput_sleepy_local_per_s",
+            )),
+        ),
+        (
+            "Ray: startup, 8 workers",
+            Some("ray.startup_8_local_ms"),
+            "ray.startup_8_remote_ms",
+            "ms",
+            Some(("ray.startup_8_remote_ms", "ray.startup_8_local_ms")),
+        ),
+        (
+            "Ray: owner PSS per remote worker (driver + shims) / 8",
+            None,
+            "ray.owner_pss_per_worker_mb",
+            "MB",
+            None,
+        ),
+        (
+            "  Ray driver PSS | one shim PSS",
+            Some("ray.owner_driver_pss_mb"),
+            "ray.owner_shim_pss_mb",
+            "MB",
+            None,
+        ),
+        (
             "memory: pool of 1, PSS (worker, shim, fork server)",
             None,
             "memory.pool_1_pss_mb",
@@ -758,7 +814,17 @@ fn print_table(summary: &Summary) {
             .map_or(String::new(), |r| format!("{r:.2}"));
         println!("{what:<52} {python:>12} {value:>12.1} {unit:<4} {ratio:>8}");
     }
-    println!("(ratios: dspex / Python, dspex / ideal, or N workers / 1 worker)");
+    println!(
+        "(ratios: dspex / Python, dspex / ideal, or N workers / 1 worker; Ray rows: the first \
+         column is local workers, the ratio on Ray / local)"
+    );
+    if let Some(ratio) = get("ray.overhead_ratio_p50") {
+        println!(
+            "Ray overhead ratio over alternating blocks: p50 median {ratio:.2} (min {:.2}, max {:.2})",
+            get("ray.overhead_ratio_p50_min").unwrap_or_default(),
+            get("ray.overhead_ratio_p50_max").unwrap_or_default(),
+        );
+    }
     if let (Some(r50), Some(r99)) = (get("overhead.ratio_p50"), get("overhead.ratio_p99")) {
         println!(
             "overhead ratio over {} alternating blocks of {} calls: p50 median {r50:.2} (min {:.2}, max {:.2}), p99 median {r99:.2} (min {:.2}, max {:.2})",
@@ -774,6 +840,15 @@ fn print_table(summary: &Summary) {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, out] = &args[..]
+        && mode == ray::CHILD_ARG
+    {
+        tokio::spawn(ray::child(PathBuf::from(out)))
+            .await
+            .expect("the Ray group");
+        return;
+    }
     if let Ok(mode) = std::env::var(telemetry::CHILD) {
         // In a spawned task, as the overhead group runs (see below).
         tokio::spawn(async move { telemetry::child(&mode).await })
@@ -821,6 +896,9 @@ async fn main() {
     }
     if wanted("streaming") {
         streaming::streaming(&mut summary).await;
+    }
+    if wanted("ray") {
+        tokio::task::block_in_place(|| ray::ray(&mut summary));
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dspex-bench");
     std::fs::create_dir_all(&dir).expect("target dir");

@@ -216,7 +216,7 @@ impl GrpcPythonAdapter {
         placement: RayPlacement,
         timeout: Duration,
     ) -> Result<(), BoxError> {
-        placement.validate()?;
+        placement.check()?;
         if self.transport != Transport::TcpLoopbackTls {
             return Err("workers on Ray need the TcpLoopbackTls transport".into());
         }
@@ -438,6 +438,21 @@ impl Adapter for GrpcPythonAdapter {
             info,
             address,
         })
+    }
+
+    /// The worker's own memory, not the shim's: read from `/proc` for a local worker, asked of a
+    /// worker on Ray (its ping says).
+    async fn resident_bytes(&self, connection: &WorkerConnection, _pid: u32) -> Option<u64> {
+        if self.ray.is_none() {
+            return snakepit::resident_bytes(connection.pid());
+        }
+        let mut client = connection.client.clone();
+        let pong = tokio::time::timeout(self.call_timeout, client.ping(PingRequest {}))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        (pong.resident_bytes > 0).then_some(pong.resident_bytes)
     }
 
     async fn health_check(&self, connection: &WorkerConnection) -> Result<(), BoxError> {

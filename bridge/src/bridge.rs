@@ -326,7 +326,7 @@ impl BridgeBuilder {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     pub async fn start(mut self) -> Result<Bridge> {
         if let Some(placement) = &self.ray {
-            placement.validate().map_err(|message| BridgeError::Ray {
+            placement.check().map_err(|message| BridgeError::Ray {
                 address: placement.address().to_owned(),
                 message,
             })?;

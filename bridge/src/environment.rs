@@ -176,6 +176,29 @@ impl PythonEnvironment {
         crate::provisioning::with_reporter(options.progress.clone(), || Self::resolve_here(options))
     }
 
+    /// The environment if it is there and complete, without provisioning anything: `None` when
+    /// [`resolve`](Self::resolve) would have to build it (e.g. the Ray extra was never used on
+    /// this machine). An explicit interpreter is always there.
+    ///
+    /// ```no_run
+    /// use snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
+    /// match PythonEnvironment::existing(&EnvironmentOptions::default().with_ray())? {
+    ///     Some(environment) => println!("Ray is provisioned: {}", environment.python().display()),
+    ///     None => println!("Ray is not provisioned"),
+    /// }
+    /// # Ok::<(), snakepit_grpc_bridge::environment::EnvironmentError>(())
+    /// ```
+    pub fn existing(options: &EnvironmentOptions) -> Result<Option<Self>, EnvironmentError> {
+        if options.python.is_none() && std::env::var_os("DSPEX_PYTHON").is_none() {
+            let cache = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
+            let (_, _, venv) = managed_venv_path(&cache, &Extras::of(options))?;
+            if !venv.join(".dspex-ready").exists() || damage(&venv).is_some() {
+                return Ok(None);
+            }
+        }
+        Self::resolve(options).map(Some)
+    }
+
     fn resolve_here(options: &EnvironmentOptions) -> Result<Self, EnvironmentError> {
         let cache = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let explicit = options
@@ -413,21 +436,38 @@ impl Extras {
 }
 
 /// The managed virtual environment for the pinned requirements, created on first use.
-fn managed_venv(cache: &Path, extras: &Extras) -> Result<PathBuf, EnvironmentError> {
+/// The bootstrap interpreter and its version, the key of the locks, and the managed
+/// environment's folder for `extras`.
+fn managed_venv_path(
+    cache: &Path,
+    extras: &Extras,
+) -> Result<((PathBuf, String), String, PathBuf), EnvironmentError> {
     let (bootstrap, version) = bootstrap_python()?;
     let (locks, suffix) = extras.locks();
-    let locks = &locks[..];
     let mut parts: Vec<&[u8]> = locks.iter().map(|(_, text)| text.as_bytes()).collect();
     parts.extend([version.as_bytes(), std::env::consts::ARCH.as_bytes()]);
     let key = hash_hex(&parts);
+    let venv = cache
+        .join("venvs")
+        .join(format!("py{version}-{key}{suffix}"));
+    Ok(((bootstrap, version), key, venv))
+}
+
+fn managed_venv(cache: &Path, extras: &Extras) -> Result<PathBuf, EnvironmentError> {
+    let ((bootstrap, _version), key, venv) = managed_venv_path(cache, extras)?;
+    let (locks, _) = extras.locks();
+    let locks = &locks[..];
     let venvs = cache.join("venvs");
-    let venv = venvs.join(format!("py{version}-{key}{suffix}"));
+    let name = venv
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let python = venv.join("bin").join("python");
     let ready = venv.join(".dspex-ready");
     if ready.exists() && damage(&venv).is_none() {
         return Ok(python);
     }
-    let _lock = lock_file(&venvs.join(format!("py{version}-{key}{suffix}.lock")))?;
+    let _lock = lock_file(&venvs.join(format!("{name}.lock")))?;
     if ready.exists() {
         match damage(&venv) {
             // Another process finished it while we waited for the lock.
@@ -450,7 +490,10 @@ fn managed_venv(cache: &Path, extras: &Extras) -> Result<PathBuf, EnvironmentErr
     // The locks sit beside the environment while it is built, and inside it once it is.
     let mut requirements = Vec::new();
     for (name, text) in locks {
-        let path = venvs.join(format!("py{version}-{key}{suffix}.{name}"));
+        let path = venvs.join(format!(
+            "{}.{name}",
+            venv.file_name().unwrap_or_default().to_string_lossy()
+        ));
         fs::write(&path, text).map_err(io_error("cannot write", &path))?;
         requirements.push(path);
     }

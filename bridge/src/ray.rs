@@ -74,8 +74,14 @@ impl RayPlacement {
         self.tls.as_ref()
     }
 
-    /// Whether the placement can be used; why not, when not.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Whether the placement can be used; why not, when not (checked again at start).
+    ///
+    /// ```
+    /// use snakepit_grpc_bridge::RayPlacement;
+    /// assert!(RayPlacement::new("127.0.0.1:6379").check().is_ok());
+    /// assert!(RayPlacement::new("127.0.0.1").check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
         let address = self.address.trim();
         if address.is_empty() {
             return Err("the Ray address is empty".to_owned());
@@ -205,7 +211,7 @@ mod tests {
             "auto",
             "[::1]:6379",
         ] {
-            assert!(RayPlacement::new(good).validate().is_ok(), "{good}");
+            assert!(RayPlacement::new(good).check().is_ok(), "{good}");
         }
         for bad in [
             "",
@@ -216,15 +222,10 @@ mod tests {
             "h:1 x",
             ":6379",
         ] {
-            assert!(RayPlacement::new(bad).validate().is_err(), "{bad:?}");
+            assert!(RayPlacement::new(bad).check().is_err(), "{bad:?}");
         }
-        assert!(
-            RayPlacement::new("h:1")
-                .num_cpus(f64::NAN)
-                .validate()
-                .is_err()
-        );
-        assert!(RayPlacement::new("h:1").num_cpus(-1.0).validate().is_err());
-        assert!(RayPlacement::new("h:1").namespace("").validate().is_err());
+        assert!(RayPlacement::new("h:1").num_cpus(f64::NAN).check().is_err());
+        assert!(RayPlacement::new("h:1").num_cpus(-1.0).check().is_err());
+        assert!(RayPlacement::new("h:1").namespace("").check().is_err());
     }
 }

@@ -21,7 +21,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Provision the managed Python environment now (for container builds), with progress.
-    Setup,
+    Setup {
+        /// Also install Ray (`requirements-ray.lock`), for workers on a Ray cluster.
+        #[arg(long)]
+        ray: bool,
+    },
     /// Check this installation and say how to fix what is wrong (exit status 1 if anything is).
     Doctor {
         /// Skip starting a real worker (the slowest check, a few seconds).
@@ -87,7 +91,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Setup => setup::setup(),
+            Command::Setup { ray } => setup::setup(ray),
             Command::Doctor { no_worker } => doctor::doctor(!no_worker).await,
             Command::Run(args) => run::run(args).await,
             Command::Status => status::status(),

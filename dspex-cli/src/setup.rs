@@ -9,11 +9,17 @@ use dspex::snakepit_grpc_bridge::environment::{
 
 use crate::Failure;
 
-/// Provisions the managed environment (or checks `DSPEX_PYTHON`) and says where it is.
-pub(crate) fn setup() -> Result<ExitCode, Failure> {
+/// Provisions the managed environment (with Ray when `ray`; or checks `DSPEX_PYTHON`) and says
+/// where it is.
+pub(crate) fn setup(ray: bool) -> Result<ExitCode, Failure> {
     let started = Instant::now();
-    let environment = PythonEnvironment::resolve(&EnvironmentOptions::default())
-        .map_err(|e| Failure::new(dspex::error_chain(&e)))?;
+    let options = if ray {
+        EnvironmentOptions::default().with_ray()
+    } else {
+        EnvironmentOptions::default()
+    };
+    let environment =
+        PythonEnvironment::resolve(&options).map_err(|e| Failure::new(dspex::error_chain(&e)))?;
     println!(
         "ready: {} ({}, {:.1} s)",
         environment.python().display(),

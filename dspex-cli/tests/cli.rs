@@ -225,6 +225,26 @@ fn status_lists_a_live_run_and_its_workers() {
 }
 
 #[test]
+fn setup_with_ray_provisions_the_environment_with_ray() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr, code) = output(dspex(dir.path()).args(["setup", "--ray"]));
+    assert_eq!(code, 0, "{stderr}");
+    let python = stdout
+        .strip_prefix("ready: ")
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        python.contains("-ray/"),
+        "an environment of its own: {stdout}"
+    );
+    let imported = std::process::Command::new(python)
+        .args(["-c", "import ray, dspy"])
+        .status()
+        .unwrap();
+    assert!(imported.success(), "Ray and DSPy import in it");
+}
+
+#[test]
 fn setup_provisions_a_cold_cache_and_cache_prune_removes_what_earlier_locks_left() {
     let cache = tempfile::tempdir().unwrap();
     let (stdout, stderr, code) = output(

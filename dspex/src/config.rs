@@ -22,6 +22,7 @@
 //! | Python interpreter (instead of the managed environment) | `python` | `DSPEX_PYTHON` | the managed environment |
 //! | directories on the workers' `PYTHONPATH` | `python_path = [...]` | `DSPEX_PYTHON_PATH` (`:`-separated) | none |
 //! | modules each worker imports | `imports = [...]` | `DSPEX_IMPORTS` (`,`-separated) | none |
+//! | run the workers on a Ray cluster (`host:port`, `ray://host:10001`) | `ray_address` | `DSPEX_RAY_ADDRESS` | this machine |
 //!
 //! The file is `DSPEX_CONFIG` when set (it must exist), else `dspex.toml` in the current
 //! directory when there is one. Unknown keys, and values of the wrong type, are errors that name
@@ -134,6 +135,9 @@ pub struct Config {
     /// Modules each worker imports.
     #[serde(default)]
     pub imports: Vec<String>,
+    /// The Ray cluster the workers run on (see
+    /// [`DspexBuilder::ray`](crate::DspexBuilder::ray)); `None`: this machine.
+    pub ray_address: Option<String>,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -241,6 +245,9 @@ impl Config {
         if let Some(paths) = text("DSPEX_PYTHON_PATH") {
             config.python_path = std::env::split_paths(&paths).collect();
         }
+        if let Some(address) = text(snakepit_grpc_bridge::RAY_ADDRESS_ENV) {
+            config.ray_address = Some(address.trim().to_owned());
+        }
         if let Some(imports) = text("DSPEX_IMPORTS") {
             config.imports = imports
                 .split(',')
@@ -270,6 +277,17 @@ impl Config {
         }
         if self.workers == Some(0) {
             return Err(bad("DSPEX_WORKERS", "0".into(), "at least one worker"));
+        }
+        if let Some(address) = &self.ray_address
+            && snakepit_grpc_bridge::RayPlacement::new(address.clone())
+                .check()
+                .is_err()
+        {
+            return Err(bad(
+                snakepit_grpc_bridge::RAY_ADDRESS_ENV,
+                address.clone(),
+                "host:port, ray://host:port or auto",
+            ));
         }
         if let Some(seconds) = self.request_timeout
             && !(seconds.is_finite() && seconds > 0.0)
@@ -360,6 +378,9 @@ impl Config {
         }
         for module in &self.imports {
             builder = builder.import(module.clone());
+        }
+        if let Some(address) = &self.ray_address {
+            builder = builder.ray(address.as_str());
         }
         if let Some(seconds) = self.request_timeout {
             let timeout = Duration::from_secs_f64(seconds);

@@ -166,6 +166,21 @@ pub trait Adapter: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// The worker's resident memory in bytes, which [`PoolConfig::max_memory`] is checked
+    /// against; `None` when it cannot be read. The default reads that of `pid`, the process the
+    /// pool started ([`resident_bytes`](crate::resident_bytes)); an adapter whose worker is
+    /// another process (forked by a server, or on another machine) reads that one's.
+    ///
+    /// [`PoolConfig::max_memory`]: crate::PoolConfig::max_memory
+    fn resident_bytes(
+        &self,
+        connection: &Self::Connection,
+        pid: u32,
+    ) -> impl Future<Output = Option<u64>> + Send {
+        let _ = connection;
+        async move { crate::recycle::resident_bytes(pid) }
+    }
+
     /// Asks a worker to stop gracefully. The pool then waits for the process to exit, sends
     /// `SIGTERM` to its process group, and after the grace period `SIGKILL`. The default does
     /// nothing, leaving `SIGTERM` as the polite request.

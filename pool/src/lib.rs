@@ -68,7 +68,7 @@ pub use config::{PoolConfig, PoolConfigBuilder};
 pub use error::{PoolError, Result, StartFailure, WorkerExit, WorkerId};
 pub use pool::{Checkout, Pool, WorkerInfo};
 pub use process::{OWNER_PID_ENV, RUN_ID_ENV, WORKER_SLOT_ENV, processes_of_run};
-pub use recycle::RecycleReason;
+pub use recycle::{RecycleReason, resident_bytes};
 pub use registry::new_run_id;
 pub use retry::RetryPolicy;
 pub use session::Affinity;

@@ -63,7 +63,11 @@ impl fmt::Display for RecycleReason {
 }
 
 /// The resident memory of process `pid` in bytes, where the platform tells (`/proc` on Linux).
-pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
+///
+/// ```
+/// assert!(snakepit::resident_bytes(std::process::id()).is_some_and(|bytes| bytes > 0));
+/// ```
+pub fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()

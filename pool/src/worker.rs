@@ -15,7 +15,7 @@ use crate::dispatch::lock;
 use crate::error::{StartFailure, WorkerExit, WorkerId};
 use crate::pool::Shared;
 use crate::process;
-use crate::recycle::{self, RecycleReason};
+use crate::recycle::RecycleReason;
 
 /// How one worker process ended.
 pub(crate) enum GenerationEnd {
@@ -154,8 +154,12 @@ async fn run<A: Adapter>(
                 }
             }
             _ = tick(memory.as_mut().map(|(interval, _)| interval)) => {
+                let rss = match memory {
+                    Some(_) => shared.adapter.resident_bytes(&connection, pid).await,
+                    None => None,
+                };
                 if let Some((_, limit)) = memory
-                    && let Some(rss_bytes) = recycle::resident_bytes(pid)
+                    && let Some(rss_bytes) = rss
                     && rss_bytes > limit
                 {
                     memory = None;

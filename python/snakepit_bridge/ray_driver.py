@@ -19,7 +19,8 @@ What reaches the cluster, and how:
   contents of the ``SNAKEPIT_*_FILE`` files: the run token, the TLS identity, the LM settings) go
   into Ray's object store, and the actor gets a reference to them, never the values.
 - ``PYTHONPATH`` (where the ``snakepit_bridge`` package and the pool's modules are) is the job's
-  runtime environment: on a cluster whose nodes have other paths, install the package there.
+  runtime environment, before the nodes' own ``PYTHONPATH``: on a cluster whose nodes do not
+  share this machine's files, the package is installed in the nodes' image (``deploy/``).
 
 The actors are not detached: they belong to this driver's job, so Ray ends them when the driver
 exits, whatever the reason; the driver exits when its owner does (it polls its parent).
@@ -184,7 +185,10 @@ def serve(args: argparse.Namespace) -> None:
         address=args.address,
         namespace=args.namespace,
         **local,
-        runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
+        # Before the node's own path: paths that do not exist there are skipped by Python.
+        runtime_env={
+            "env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "") + ":${PYTHONPATH}"}
+        },
         log_to_driver=True,
         logging_level="WARNING",
         configure_logging=False,

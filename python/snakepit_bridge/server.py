@@ -122,6 +122,7 @@ class BridgeServicer(DspyService, pb2_grpc.BridgeServiceServicer):
             protocol=snakepit_bridge.PROTOCOL,
             sessions=len(self.sessions),
             definitions=len(self.dspy.definitions),
+            resident_bytes=_resident_bytes(),
         )
 
     # -- sessions ----------------------------------------------------------------------------
@@ -363,6 +364,18 @@ async def _prune_sessions(servicer: BridgeServicer) -> None:
         expired = servicer.sessions.prune()
         if expired:
             log.info("expired %d idle session(s)", len(expired))
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory in bytes (``/proc``; 0 where there is none)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:

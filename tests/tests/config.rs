@@ -101,6 +101,18 @@ fn bad_settings_name_their_line_or_variable() {
         error.to_string().contains("DSPEX_WORKER_MAX_REQUESTS"),
         "{error}"
     );
+    let error =
+        Config::from_sources(None, env(&[("DSPEX_RAY_ADDRESS", "head-without-port")])).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Config(ConfigError::Variable {
+                variable: "DSPEX_RAY_ADDRESS",
+                ..
+            })
+        ),
+        "{error}"
+    );
     let error = Config::from_sources(None, env(&[("DSPEX_LM_ADAPTER", "yaml")])).unwrap_err();
     assert!(error.to_string().contains("chat, json or xml"), "{error}");
     let error = Config::from_sources(
@@ -109,6 +121,25 @@ fn bad_settings_name_their_line_or_variable() {
     )
     .unwrap_err();
     assert!(error.to_string().contains("max_tokens"), "{error}");
+}
+
+#[test]
+fn the_ray_address_comes_from_the_file_or_the_environment() {
+    let toml = "ray_address = \"10.0.0.5:6379\"\n";
+    let from_file = Config::from_sources(Some((Path::new("dspex.toml"), toml)), env(&[])).unwrap();
+    assert_eq!(from_file.ray_address.as_deref(), Some("10.0.0.5:6379"));
+    let both = Config::from_sources(
+        Some((Path::new("dspex.toml"), toml)),
+        env(&[("DSPEX_RAY_ADDRESS", "ray://head:10001")]),
+    )
+    .unwrap();
+    assert_eq!(both.ray_address.as_deref(), Some("ray://head:10001"));
+    let builder = format!("{:?}", both.apply(Dspex::builder()));
+    assert!(builder.contains("ray://head:10001"), "{builder}");
+    assert_eq!(
+        Config::from_sources(None, env(&[])).unwrap().ray_address,
+        None
+    );
 }
 
 #[test]

@@ -13,205 +13,21 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
-use dspex::snakepit_grpc_bridge::snakepit::{self, PoolError};
+use dspex::snakepit_grpc_bridge::snakepit::{self, Adapter as _, PoolError};
 use dspex::snakepit_grpc_bridge::{BridgeError, args};
 use dspex::{Error, Lm};
 use dspex_tests::rag::{Rag, exact};
+use dspex_tests::ray_cluster::{
+    RayCluster, free_port, inside_own_network_namespace, interfaces, processes_mentioning,
+};
 use support::{QA, alive, ask, eventually, python_dir, raw_ping, run};
-
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
-
-/// A Ray head on loopback, started by the test (`ray start --head --block`) and stopped with it.
-struct RayCluster {
-    head: Child,
-    address: String,
-    temp_dir: tempfile::TempDir,
-}
-
-impl RayCluster {
-    fn start(python: &Path) -> RayCluster {
-        let ray = python.with_file_name("ray");
-        // Ray's session folders live under a short path (its Unix sockets have a length limit).
-        let temp_dir = tempfile::Builder::new()
-            .prefix("ray")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let port = free_port();
-        let head = Command::new(&ray)
-            .args(["start", "--head", "--block", "--disable-usage-stats"])
-            .args(["--node-ip-address", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .args(["--num-cpus", "2"])
-            .args([
-                "--include-dashboard",
-                "true",
-                "--dashboard-host",
-                "127.0.0.1",
-            ])
-            .args(["--dashboard-port", &free_port().to_string()])
-            .arg(format!("--temp-dir={}", temp_dir.path().display()))
-            .env("RAY_USAGE_STATS_ENABLED", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ray start");
-        RayCluster {
-            head,
-            address: format!("127.0.0.1:{port}"),
-            temp_dir,
-        }
-    }
-
-    /// Runs the probe against the cluster until it answers (the head takes a few seconds).
-    fn probe(&self, python: &Path, actors: usize) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let output = Command::new(python)
-                .arg(python_dir().join("dspex_ray_probe.py"))
-                .args([&self.address, &actors.to_string()])
-                .env("RAY_USAGE_STATS_ENABLED", "0")
-                .output()
-                .expect("the probe runs");
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            if output.status.success()
-                && let Some(line) = stdout.lines().last()
-            {
-                return serde_json::from_str(line).expect("the probe's JSON");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster never answered: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn session_dir(&self) -> PathBuf {
-        self.temp_dir.path().to_owned()
-    }
-
-    /// What Ray's state API says (`tests/tests/python/dspex_ray_state.py`).
-    fn state(&self, python: &Path, args: &[&str]) -> serde_json::Value {
-        let output = Command::new(python)
-            .arg(python_dir().join("dspex_ray_state.py"))
-            .arg(&self.address)
-            .args(args)
-            .env("RAY_USAGE_STATS_ENABLED", "0")
-            .output()
-            .expect("the state helper runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("its JSON")
-    }
-
-    /// The live actors whose names start with `prefix`.
-    fn alive_actors(&self, python: &Path, prefix: &str) -> Vec<String> {
-        self.state(python, &["alive", prefix])["names"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// Waits until the live actors starting with `prefix` are `count`; how long that took.
-    fn await_alive_actors(&self, python: &Path, prefix: &str, count: usize) -> Duration {
-        let started = Instant::now();
-        loop {
-            let names = self.alive_actors(python, prefix);
-            if names.len() == count {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "expected {count} live actors {prefix}*, still {names:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for RayCluster {
-    fn drop(&mut self) {
-        // `ray start --block` stops what it started when it gets SIGTERM.
-        support::kill(self.head.id(), libc::SIGTERM);
-        let _ = self.head.wait();
-    }
-}
-
-/// Set in the copy of the test that runs inside the network namespace.
-const IN_NAMESPACE: &str = "DSPEX_TEST_IN_NETWORK_NAMESPACE";
-
-/// Brings loopback up in a fresh network namespace (SIOCSIFFLAGS: IFF_UP | IFF_LOOPBACK |
-/// IFF_RUNNING), then runs the command given after it.
-const LOOPBACK_UP_THEN_EXEC: &str = "import fcntl, os, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-fcntl.ioctl(s, 0x8914, struct.pack('16sh22x', b'lo', 0x1 | 0x8 | 0x40))
-os.execv(sys.argv[1], sys.argv[1:])";
-
-/// Runs `test` of this binary again inside a network namespace of its own; returns whether this
-/// process is that copy (and should run the test's body).
-fn inside_own_network_namespace(python: &Path, test: &str) -> bool {
-    if std::env::var_os(IN_NAMESPACE).is_some() {
-        return true;
-    }
-    let status = Command::new("unshare")
-        .args(["--net", "--map-root-user"])
-        .arg(python)
-        .args(["-c", LOOPBACK_UP_THEN_EXEC])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(IN_NAMESPACE, "1")
-        .status()
-        .expect("unshare runs (util-linux)");
-    assert!(status.success(), "the test failed in its network namespace");
-    false
-}
-
-/// The network interfaces this process sees.
-fn interfaces() -> Vec<String> {
-    std::fs::read_to_string("/proc/net/dev")
-        .unwrap()
-        .lines()
-        .skip(2)
-        .filter_map(|l| Some(l.split(':').next()?.trim().to_owned()))
-        .collect()
-}
 
 /// The rule LM of the examples (`dspex_rule_lm.RuleLM`), answering after `delay_ms`.
 fn rule_lm(delay_ms: i64) -> Lm {
@@ -348,6 +164,19 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         .strip_prefix("tcp:")
         .expect("a TCP address")
         .to_owned();
+    // max_memory recycling reads the worker's own memory, which its ping reports.
+    let pid = checkout.connection().pid();
+    let reported = bridge
+        .pool()
+        .adapter()
+        .resident_bytes(checkout.connection(), 0)
+        .await
+        .expect("the worker reports its memory");
+    let here = snakepit::resident_bytes(pid).unwrap();
+    assert!(
+        reported > 50 << 20 && reported.abs_diff(here) < 20 << 20,
+        "reported {reported} bytes, /proc says {here}"
+    );
     drop(checkout);
     let bearer = format!("Bearer {}", token.trim());
     if let Ok(plaintext) = tonic::transport::Endpoint::try_from(format!("http://{host_port}"))
@@ -566,7 +395,8 @@ fn workers_on_a_local_ray_cluster_are_served_supervised_and_leave_nothing_behind
         "workers_on_a_local_ray_cluster_are_served_supervised_and_leave_nothing_behind";
     let environment = PythonEnvironment::resolve(&EnvironmentOptions::default().with_ray())
         .expect("the Ray environment");
-    if !inside_own_network_namespace(environment.python(), TEST) {
+    let args = ["--exact", TEST, "--nocapture", "--test-threads=1"].map(Into::into);
+    if !inside_own_network_namespace(environment.python(), &args) {
         return;
     }
     assert_eq!(interfaces(), ["lo"], "loopback is the only way in or out");

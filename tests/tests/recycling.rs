@@ -7,8 +7,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dspex::snakepit_grpc_bridge::{RecycleReason, Value, WorkerExit};
-use support::{QA, ask, builder, faulty_lm, numbered_answers, run};
+use dspex::snakepit_grpc_bridge::{RecycleReason, Value, WorkerExit, args, snakepit};
+use support::{QA, ask, builder, eventually, faulty_lm, numbered_answers, run};
 
 const CALLS: usize = 240;
 
@@ -68,6 +68,59 @@ fn typed_calls_under_tight_recycling_limits_all_succeed() {
             "{CALLS} typed calls, 2 workers recycled every 25 requests or 2 s: {} recycles, 0 errors",
             stats.recycles
         );
+        dspex.shutdown().await.unwrap();
+    });
+}
+
+/// `max_memory` reads the worker's own memory: with the fork server, the pool's process for a
+/// slot is the shim (a few MB), and the worker is its forked sibling.
+#[test]
+fn a_forked_worker_past_its_memory_limit_is_recycled() {
+    run(async {
+        let dspex = builder()
+            .lm(faulty_lm(numbered_answers(4), &[]))
+            .import("dspex_memory_tools")
+            .workers(1)
+            .bridge(|b| {
+                b.pool(|p| {
+                    p.max_memory(Some(400 << 20))
+                        .memory_check_interval(Duration::from_millis(100))
+                })
+            })
+            .start()
+            .await
+            .unwrap();
+        let bridge = dspex.bridge();
+        assert!(
+            bridge.pool().adapter().uses_fork_server(),
+            "the worker is forked"
+        );
+        let before = bridge.ping().await.unwrap().pid;
+        assert!(
+            snakepit::resident_bytes(before).unwrap() < 400 << 20,
+            "the worker starts under its limit"
+        );
+        let session = bridge.create_session().await.unwrap();
+        let held = session
+            .call_tool("hold_memory", args([("mb", 500)]))
+            .await
+            .unwrap();
+        assert_eq!(held.as_i64(), Some(500));
+        // A session bound to a retiring worker keeps it until the session ends.
+        session.close().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(30), || bridge.pool().stats().recycles
+                == 1)
+            .await,
+            "the worker was not recycled: {:?}",
+            bridge.pool().stats()
+        );
+        assert!(matches!(
+            bridge.pool().workers()[0].previous_exit,
+            Some(WorkerExit::Recycled(RecycleReason::MaxMemory { rss_bytes, .. })) if rss_bytes > 400 << 20
+        ));
+        assert!(eventually(Duration::from_secs(30), || bridge.pool().workers()[0].ready).await);
+        assert_ne!(bridge.ping().await.unwrap().pid, before, "a new worker");
         dspex.shutdown().await.unwrap();
     });
 }
