@@ -31,12 +31,20 @@ pub struct WorkerConnection {
     pub(crate) fast: Option<std::sync::Arc<crate::fast::FastConnection>>,
     pub(crate) info: PingResponse,
     pub(crate) address: String,
+    fast_address: Option<String>,
 }
 
 impl WorkerConnection {
     /// The address the worker serves on: `unix:/path` or `tcp:127.0.0.1:port`.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The address of the worker's fast path for DSPy calls, if it has one: `unix:/path`, or
+    /// `tcp:host:port` (TLS, the run's token first) for a worker on Ray. Without one, DSPy calls
+    /// go over gRPC.
+    pub fn fast_path_address(&self) -> Option<&str> {
+        self.fast_address.as_deref()
     }
 
     /// The worker's process id.
@@ -65,6 +73,8 @@ pub struct GrpcPythonAdapter {
     /// How long a shim waits for the fork server's control socket (while it starts again).
     fork_wait: Duration,
     token: RunToken,
+    /// The run's token itself, which a TCP fast path asks for first (never shown by `Debug`).
+    fast_token: Option<String>,
     tls_ca: Option<crate::transport::TlsCa>,
     /// The name the workers' certificate is checked against.
     tls_domain: String,
@@ -119,6 +129,7 @@ impl GrpcPythonAdapter {
             run_id: None,
             fork_wait: Duration::from_secs(60),
             token: RunToken::default(),
+            fast_token: None,
             tls_ca: None,
             tls_domain: "localhost".to_owned(),
             ray: None,
@@ -127,6 +138,7 @@ impl GrpcPythonAdapter {
             let (token, metadata) = RunToken::generate()?;
             adapter.set_worker_file("SNAKEPIT_AUTH_TOKEN_FILE", "token", token.as_bytes())?;
             adapter.token = metadata;
+            adapter.fast_token = Some(token);
         }
         #[cfg(feature = "tls")]
         if transport == Transport::TcpLoopbackTls {
@@ -352,7 +364,9 @@ impl Adapter for GrpcPythonAdapter {
                     .arg("--fast-socket")
                     .arg(fast)
             }
-            // TCP, with or without TLS.
+            // TCP, with or without TLS; on Ray with the fast path on a port of its own (TLS, the
+            // token first).
+            _ if self.ray.is_some() => command.args(["--port", "0", "--fast-tcp"]),
             _ => command.args(["--port", "0"]),
         };
         for module in &self.imports {
@@ -382,10 +396,11 @@ impl Adapter for GrpcPythonAdapter {
             .take_stdout()
             .ok_or("the worker's stdout was not piped")?;
         let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
+        // `<gRPC address>`, then ` fast=tcp:HOST:PORT` for a fast path on TCP.
+        let announced = loop {
             match lines.next_line().await? {
                 Some(line) => match line.strip_prefix(READY_PREFIX) {
-                    Some(address) => break address.trim().to_owned(),
+                    Some(announced) => break announced.trim().to_owned(),
                     None => {
                         tracing::info!(target: "snakepit::worker_output", slot = ctx.id.slot, "{line}")
                     }
@@ -400,6 +415,12 @@ impl Adapter for GrpcPythonAdapter {
                 tracing::info!(target: "snakepit::worker_output", slot, stream = "stdout", "{line}");
             }
         });
+        let mut parts = announced.split_whitespace();
+        let address = parts.next().unwrap_or_default().to_owned();
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+        let fast_tcp = parts
+            .find_map(|part| part.strip_prefix("fast=tcp:"))
+            .map(str::to_owned);
         let channel = channel_for(
             &address,
             self.tls_ca
@@ -421,6 +442,7 @@ impl Adapter for GrpcPythonAdapter {
             )
             .into());
         }
+        let mut fast_address = None;
         let fast = match self.transport {
             Transport::UnixSocket => Some(std::sync::Arc::new(
                 crate::fast::FastConnection::connect(
@@ -429,14 +451,37 @@ impl Adapter for GrpcPythonAdapter {
                 )
                 .await?,
             )),
-            // TCP: gRPC only.
+            #[cfg(feature = "tls")]
+            Transport::TcpLoopbackTls => match (fast_tcp, &self.tls_ca, &self.fast_token) {
+                (Some(host_port), Some(ca), Some(token)) => {
+                    let connection = crate::fast::FastConnection::connect_tls(
+                        &host_port,
+                        ca.get_ref(),
+                        &self.tls_domain,
+                        token,
+                        self.max_message_bytes + crate::framing::LENGTH_OVERHEAD,
+                    )
+                    .await?;
+                    fast_address = Some(format!("tcp:{host_port}"));
+                    Some(std::sync::Arc::new(connection))
+                }
+                _ => None,
+            },
+            // TCP without TLS: gRPC only.
             _ => None,
         };
+        if self.transport == Transport::UnixSocket {
+            fast_address = Some(format!(
+                "unix:{}",
+                self.socket_path(ctx.id).with_extension("fast").display()
+            ));
+        }
         Ok(WorkerConnection {
             client,
             fast,
             info,
             address,
+            fast_address,
         })
     }
 

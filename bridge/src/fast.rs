@@ -1,6 +1,8 @@
 //! The fast path: DSPy calls as length-prefixed protobuf frames on one long-lived, multiplexed
-//! Unix-socket connection per worker (see `python/snakepit_bridge/fastpath.py` for the framing).
-//! A unary gRPC call through Python's grpc.aio costs about as much as the DSPy call itself.
+//! connection per worker (see `python/snakepit_bridge/fastpath.py` for the framing): a Unix
+//! socket for local workers, TCP with TLS for workers on another machine (Ray), where the first
+//! frame presents the run's token. A unary gRPC call through Python's grpc.aio costs about as
+//! much as the DSPy call itself.
 //!
 //! A call whose caller goes away (its future dropped, or timed out by the pool) is cancelled in
 //! the worker: a [`CANCEL`] frame with the call's id makes the worker cancel that task (the LM
@@ -16,11 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
+#[cfg(feature = "tls")]
+use crate::framing::AUTHENTICATE;
 pub(crate) use crate::framing::{CALL_INSTANCE, LENGTH_OVERHEAD, RUN_MODULE};
 use crate::framing::{
     CANCEL, FrameCodec, HEADER_BYTES, Incoming, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, encode,
@@ -70,6 +74,54 @@ impl FastConnection {
     pub(crate) async fn connect(path: &Path, max_frame: usize) -> std::io::Result<Self> {
         let stream = UnixStream::connect(path).await?;
         let (reader, writer) = stream.into_split();
+        Ok(Self::over(reader, writer, max_frame))
+    }
+
+    /// Connects to a worker's fast path on TCP (`host:port`) over TLS, trusting the certificate
+    /// authority `ca` (PEM) for the name `domain`, and presents the run's `token`; fails unless
+    /// the worker acknowledges it.
+    #[cfg(feature = "tls")]
+    pub(crate) async fn connect_tls(
+        host_port: &str,
+        ca_pem: &[u8],
+        domain: &str,
+        token: &str,
+        max_frame: usize,
+    ) -> std::io::Result<Self> {
+        use tokio::io::AsyncReadExt;
+        use tokio_rustls::rustls;
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        let config = crate::transport::rustls_client_config(ca_pem).map_err(invalid)?;
+        let name = rustls::pki_types::ServerName::try_from(domain.to_owned())
+            .map_err(|e| invalid(format!("{domain:?} is not a server name: {e}")))?;
+        let tcp = tokio::net::TcpStream::connect(host_port).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        stream
+            .write_all(&frame(0, AUTHENTICATE, token.as_bytes()))
+            .await?;
+        stream.flush().await?;
+        let mut header = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut header).await?;
+        let length = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
+        if length != LENGTH_OVERHEAD || header[HEADER_BYTES - 1] != STATUS_OK {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the worker did not accept the run's token on its fast path",
+            ));
+        }
+        let (reader, writer) = tokio::io::split(stream);
+        Ok(Self::over(reader, writer, max_frame))
+    }
+
+    /// A connection on `reader`/`writer`: starts the reader and writer tasks.
+    fn over<R, W>(reader: R, writer: W, max_frame: usize) -> Self
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(write_frames(writer, outgoing));
         let pending: Pending = Arc::default();
@@ -80,13 +132,13 @@ impl FastConnection {
             closed.clone(),
             max_frame,
         ));
-        Ok(FastConnection {
+        FastConnection {
             frames,
             pending,
             next_id: AtomicU64::new(0),
             max_frame,
             closed,
-        })
+        }
     }
 
     /// Whether the connection is gone for good: the worker closed it or sent what cannot be read.
@@ -217,7 +269,7 @@ impl Drop for FastCall<'_> {
 }
 
 async fn write_frames(
-    writer: tokio::net::unix::OwnedWriteHalf,
+    writer: impl AsyncWrite + Unpin,
     mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let mut writer = BufWriter::new(writer);
@@ -238,7 +290,7 @@ async fn write_frames(
 }
 
 async fn read_replies(
-    reader: tokio::net::unix::OwnedReadHalf,
+    reader: impl AsyncRead + Unpin,
     routes: Pending,
     closed: Arc<AtomicBool>,
     max_frame: usize,

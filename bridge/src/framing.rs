@@ -8,7 +8,9 @@
 //! ```
 //!
 //! `length` counts everything after itself. Methods: [`RUN_MODULE`], [`CALL_INSTANCE`],
-//! [`CANCEL`] (empty payload; the id names the call to cancel). Statuses: [`STATUS_OK`],
+//! [`CANCEL`] (empty payload; the id names the call to cancel), [`AUTHENTICATE`] (the run's token:
+//! the first frame on a TCP connection, answered [`STATUS_OK`]; any other first frame closes the
+//! connection). Statuses: [`STATUS_OK`],
 //! [`STATUS_FAILED`] (the payload is a UTF-8 message), [`STATUS_CANCELLED`] (empty payload;
 //! nothing of the call runs any more).
 
@@ -30,6 +32,9 @@ pub(crate) const RUN_MODULE: u8 = 1;
 pub(crate) const CALL_INSTANCE: u8 = 2;
 /// Cancel the call with this frame's id.
 pub(crate) const CANCEL: u8 = 3;
+/// The run's token, first on a TCP connection.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) const AUTHENTICATE: u8 = 4;
 
 /// A response: the payload is a protobuf `CallResponse`.
 pub(crate) const STATUS_OK: u8 = 0;
@@ -230,7 +235,8 @@ mod tests {
               'HEADER_BYTES': framing.HEADER_BYTES, 'HEADER_STRUCT_SIZE': framing.HEADER.size,\n\
               'DEFAULT_MAX_MESSAGE_BYTES': framing.DEFAULT_MAX_MESSAGE_BYTES,\n\
               'RUN_MODULE': framing.RUN_MODULE, 'CALL_INSTANCE': framing.CALL_INSTANCE,\n\
-              'CANCEL': framing.CANCEL, 'STATUS_OK': framing.STATUS_OK,\n\
+              'CANCEL': framing.CANCEL, 'AUTHENTICATE': framing.AUTHENTICATE,\n\
+              'STATUS_OK': framing.STATUS_OK,\n\
               'STATUS_FAILED': framing.STATUS_FAILED, 'STATUS_CANCELLED': framing.STATUS_CANCELLED,\n\
               'PACK_BELOW_LEVEL': values.PACK_BELOW_LEVEL, 'MAX_DEPTH': values.MAX_DEPTH}))";
         let output = std::process::Command::new(environment.python())
@@ -255,6 +261,7 @@ mod tests {
             ("RUN_MODULE", RUN_MODULE.into()),
             ("CALL_INSTANCE", CALL_INSTANCE.into()),
             ("CANCEL", CANCEL.into()),
+            ("AUTHENTICATE", AUTHENTICATE.into()),
             ("STATUS_OK", STATUS_OK.into()),
             ("STATUS_FAILED", STATUS_FAILED.into()),
             ("STATUS_CANCELLED", STATUS_CANCELLED.into()),

@@ -2,6 +2,8 @@
 //! certificate) and the gRPC channel to one worker's address.
 
 use std::path::PathBuf;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use snakepit::BoxError;
@@ -101,6 +103,32 @@ pub(crate) fn self_signed_certificate() -> std::io::Result<(String, String)> {
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .map_err(|e| std::io::Error::other(format!("cannot make a TLS certificate: {e}")))?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}
+
+/// A rustls client configuration that trusts exactly the certificates in `ca_pem` (ring).
+#[cfg(feature = "tls")]
+pub(crate) fn rustls_client_config(
+    ca_pem: &[u8],
+) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+        let certificate = certificate.map_err(|e| format!("the CA certificate: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("the CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the CA's PEM".to_owned());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A gRPC channel to a worker's announced address: `unix:/path` or `tcp:host:port` (over TLS

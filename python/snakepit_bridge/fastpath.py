@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import os
 import socket
+import ssl
 import struct
 from typing import Any
 
 from snakepit_bridge.framing import (
+    AUTHENTICATE,
     CALL_INSTANCE,
     CANCEL,
     HEADER,
@@ -41,6 +44,9 @@ from snakepit_bridge.framing import (
 )
 
 log = logging.getLogger("snakepit_bridge.fastpath")
+
+# Before a TCP connection presented the token, no longer frame is buffered.
+MAX_AUTH_FRAME = 1024
 
 # The largest frame this worker reads or writes, counted as ``length`` counts it.
 MAX_FRAME = max_message_bytes() + LENGTH_OVERHEAD
@@ -77,7 +83,7 @@ class FastConnection(asyncio.Protocol):
     Replies go straight to the transport; while it holds more than ``MAX_QUEUED_BYTES`` for a slow
     reader, the connection stops reading new requests and finished tasks wait to write."""
 
-    def __init__(self, servicer: Any, pb2: Any) -> None:
+    def __init__(self, servicer: Any, pb2: Any, token: str | None = None) -> None:
         self._handlers = {
             RUN_MODULE: (
                 pb2.RunModuleRequest,
@@ -94,6 +100,8 @@ class FastConnection(asyncio.Protocol):
         self._paused = False
         self._can_write = asyncio.Event()
         self._can_write.set()
+        # On TCP, nothing is served before the first frame presented the run's token.
+        self._expected_token = token.encode() if token is not None else None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -101,13 +109,20 @@ class FastConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is None or peer_uid(sock) != os.getuid():
+        # On a Unix socket, only this user; on TCP, whoever presents the token first (_dispatch).
+        if self._expected_token is None and (sock is None or peer_uid(sock) != os.getuid()):
             log.warning("refusing a fast-path connection from another user")
             self._closed = True
             transport.close()
             return
         transport.set_write_buffer_limits(high=MAX_QUEUED_BYTES)
         CONNECTIONS.add(self)
+
+    def _refuse(self, why: str) -> None:
+        log.warning("closing a fast-path connection: %s", why)
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -153,6 +168,9 @@ class FastConnection(asyncio.Protocol):
         try:
             while not self._closed and not self._paused and len(buffer) - offset >= HEADER.size:
                 length, request_id, method = HEADER.unpack_from(buffer, offset)
+                if self._expected_token is not None and length > MAX_AUTH_FRAME:
+                    self._refuse("the first frame is too long to be the run's token")
+                    return
                 if length < LENGTH_OVERHEAD or length > MAX_FRAME:
                     log.warning("closing a fast-path connection: bad frame length %d", length)
                     self._closed = True
@@ -169,6 +187,13 @@ class FastConnection(asyncio.Protocol):
             del buffer[:offset]
 
     def _dispatch(self, request_id: int, method: int, payload: bytes) -> None:
+        if self._expected_token is not None:
+            if method != AUTHENTICATE or not hmac.compare_digest(payload, self._expected_token):
+                self._refuse("the first frame did not present the run's token")
+                return
+            self._expected_token = None
+            self.write(frame(request_id, STATUS_OK, b""))
+            return
         if method == CANCEL:
             task = self._tasks.get(request_id)
             if task is not None:
@@ -248,3 +273,21 @@ async def start(servicer: Any, pb2: Any, path: str) -> asyncio.AbstractServer:
     """Serves the fast path on the Unix socket ``path``."""
     loop = asyncio.get_running_loop()
     return await loop.create_unix_server(lambda: FastConnection(servicer, pb2), path=path)
+
+
+async def start_tcp(
+    servicer: Any, pb2: Any, host: str, token: str, tls: tuple[str, str] | None
+) -> tuple[asyncio.AbstractServer, int]:
+    """Serves the fast path on ``host`` (a free port), over TLS with ``tls`` (certificate and key
+    files), each connection authenticated by ``token`` in its first frame. The server and its port."""
+    context = None
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*tls)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: FastConnection(servicer, pb2, token), host=host, port=0, ssl=context
+    )
+    # asyncio sets TCP_NODELAY on each accepted connection.
+    return server, server.sockets[0].getsockname()[1]

@@ -6,7 +6,8 @@ Rust side; every constant here is defined there too, once, and a Rust test
     response: u32 length | u64 id | u8 status | payload (a protobuf CallResponse)
 
 ``length`` counts everything after itself. Methods: ``RUN_MODULE``, ``CALL_INSTANCE``, ``CANCEL``
-(empty payload; the id names the call to cancel). Statuses: ``STATUS_OK``, ``STATUS_FAILED`` (the
+(empty payload; the id names the call to cancel), ``AUTHENTICATE`` (the run's token: the first
+frame on a TCP connection, answered ``STATUS_OK``; any other first frame closes the connection). Statuses: ``STATUS_OK``, ``STATUS_FAILED`` (the
 payload is a UTF-8 message), ``STATUS_CANCELLED`` (empty payload; nothing of the call runs any
 more).
 
@@ -29,6 +30,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 RUN_MODULE = 1
 CALL_INSTANCE = 2
 CANCEL = 3
+AUTHENTICATE = 4
 
 STATUS_OK = 0
 STATUS_FAILED = 1

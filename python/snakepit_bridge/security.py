@@ -45,6 +45,13 @@ def tls_identity() -> tuple[bytes, bytes] | None:
     return (key, cert) if cert and key else None
 
 
+def tls_files() -> tuple[str, str] | None:
+    """The paths of the certificate chain and key in PEM, if this worker serves TLS."""
+    cert = os.environ.get("SNAKEPIT_TLS_CERT_FILE")
+    key = os.environ.get("SNAKEPIT_TLS_KEY_FILE")
+    return (cert, key) if cert and key else None
+
+
 def _deny(handler: Any) -> Any:
     """A handler of the same shape as ``handler`` that fails every call UNAUTHENTICATED."""
 

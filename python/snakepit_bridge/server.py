@@ -433,6 +433,12 @@ async def serve(args: argparse.Namespace) -> None:
         from snakepit_bridge import fastpath
 
         fast = await fastpath.start(servicer, pb2, args.fast_socket)
+    elif args.fast_tcp and token:
+        from snakepit_bridge import fastpath
+
+        files = security.tls_files()
+        fast, fast_port = await fastpath.start_tcp(servicer, pb2, args.host, token, files)
+        address += f" fast=tcp:{args.host}:{fast_port}"
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -458,6 +464,11 @@ def main(argv: list[str] | None = None) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="serve on this Unix domain socket path")
     where.add_argument("--port", type=int, help="serve on HOST:PORT (0 picks a free port)")
+    parser.add_argument(
+        "--fast-tcp", action="store_true",
+        help="with --port: also serve DSPy calls as frames on another port of HOST (TLS when the "
+        "gRPC port has it, the run token first)",
+    )
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="the address a TCP worker binds (a Ray node's own address; default 127.0.0.1)",

@@ -242,3 +242,47 @@ def test_replies_wait_for_a_slow_reader_within_a_bound(monkeypatch):
     assert waiting > 0, "finished calls wait for the reader"
     assert most < 100_000 + 50_100, f"at most one reply over the bound was queued: {most}"
     assert sorted(answered) == list(range(200)), "every call answered once"
+
+
+def test_on_tcp_nothing_is_served_before_the_run_token():
+    """Over TCP the first frame must present the token: anything else closes the connection
+    unanswered; with it, the connection serves."""
+    token = "t" * 64
+    ping = frame(5, 99, b"")
+
+    async def attempt(server_port, first):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+        writer.write(first + ping)
+        await writer.drain()
+        try:
+            data = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            data = b""
+        writer.close()
+        return data
+
+    async def scenario():
+        server, port = await fastpath.start_tcp(
+            BridgeServicer("t.0", "r"), PB2, "127.0.0.1", token, None
+        )
+        results = {
+            "no token": await attempt(port, b""),
+            "a call first": await attempt(
+                port, frame(1, fastpath.RUN_MODULE, PB2.RunModuleRequest().SerializeToString())
+            ),
+            "a wrong token": await attempt(port, frame(1, fastpath.AUTHENTICATE, b"x" * 64)),
+            "a huge first frame": await attempt(port, HEADER.pack(1 << 20, 1, 4)),
+        }
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frame(1, fastpath.AUTHENTICATE, token.encode()) + ping)
+        await writer.drain()
+        answered = [await read_frame(reader), await read_frame(reader)]
+        writer.close()
+        server.close()
+        return results, answered
+
+    results, answered = run(scenario)
+    for what, data in results.items():
+        assert data == b"", f"{what}: closed without an answer, got {data!r}"
+    assert answered[0] == (1, 0, b""), "the token is acknowledged"
+    assert answered[1] == (5, 1, b"unknown method 99"), "then frames are served"

@@ -13,10 +13,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use dspex::prelude::*;
 use dspex::snakepit_grpc_bridge::environment::{EnvironmentOptions, PythonEnvironment};
@@ -62,6 +64,97 @@ fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A frame: u32 length (id, code and payload), u64 id, u8 method or status, payload.
+fn frame(id: u64, code: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = ((payload.len() + 9) as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(code);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// What a fast-path connection answers to `first` then a frame of an unknown method: the bytes
+/// it sent before it closed (within 10 s), or its first `enough` bytes.
+async fn fast_path_answer(
+    stream: impl AsyncRead + AsyncWrite + Unpin,
+    first: &[u8],
+    enough: usize,
+) -> Vec<u8> {
+    let mut stream = stream;
+    let mut request = first.to_vec();
+    request.extend(frame(9, 99, b""));
+    if stream.write_all(&request).await.is_err() {
+        return Vec::new();
+    }
+    let _ = stream.flush().await;
+    let mut answer = vec![0u8; enough];
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while read < answer.len() {
+        match tokio::time::timeout_at(deadline, stream.read(&mut answer[read..])).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
+    }
+    answer.truncate(read);
+    answer
+}
+
+/// The worker's fast path on TCP answers only over TLS, and only after the run's token: a
+/// client without TLS, or with TLS but no token, is closed on unanswered.
+async fn fast_path_refuses_strangers(host_port: &str, ca_pem: &[u8], token: &str) {
+    use tokio_rustls::rustls;
+    const AUTHENTICATE: u8 = 4;
+    const RUN_MODULE: u8 = 1;
+    // Plaintext, even with the token: the TLS server reads no frame of it.
+    let plain = tokio::net::TcpStream::connect(host_port).await.unwrap();
+    let answer = fast_path_answer(plain, &frame(1, AUTHENTICATE, token.as_bytes()), 4096).await;
+    assert!(
+        !answer.windows(9).any(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, 0]),
+        "plaintext got a frame: {answer:?}"
+    );
+    let tls = || async {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+                ca_pem,
+            )
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(host_port).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+    // TLS, but a call first: closed unanswered.
+    let call = frame(1, RUN_MODULE, b"");
+    assert_eq!(
+        fast_path_answer(tls().await, &call, 4096).await,
+        Vec::<u8>::new()
+    );
+    // TLS and a wrong token: closed unanswered.
+    let wrong = frame(1, AUTHENTICATE, &[b'0'; 64]);
+    assert_eq!(
+        fast_path_answer(tls().await, &wrong, 4096).await,
+        Vec::<u8>::new()
+    );
+    // The control: TLS and the token are acknowledged (id 1, STATUS_OK), then served.
+    let right = frame(1, AUTHENTICATE, token.as_bytes());
+    let mut expected = frame(1, 0, b"");
+    expected.extend(frame(9, 1, b"unknown method 99"));
+    let answer = fast_path_answer(tls().await, &right, expected.len()).await;
+    assert_eq!(answer, expected);
 }
 
 /// Four workers on Ray serve typed predictions, a compiled program and tools; the API key
@@ -164,6 +257,21 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         .strip_prefix("tcp:")
         .expect("a TCP address")
         .to_owned();
+    // DSPy calls go over the worker's fast path: TCP, TLS, the token first.
+    let fast = checkout
+        .connection()
+        .fast_path_address()
+        .and_then(|a| a.strip_prefix("tcp:"))
+        .expect("a fast path on TCP")
+        .to_owned();
+    fast_path_refuses_strangers(
+        &fast,
+        &std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap(),
+        std::fs::read_to_string(bridge.pool().adapter().socket_dir().join("token"))
+            .unwrap()
+            .trim(),
+    )
+    .await;
     // max_memory recycling reads the worker's own memory, which its ping reports.
     let pid = checkout.connection().pid();
     let reported = bridge
