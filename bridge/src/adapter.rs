@@ -223,10 +223,14 @@ impl GrpcPythonAdapter {
     /// placement's own certificates ([`RayPlacement::tls`]) they serve those instead of the run's
     /// self-signed one.
     #[cfg(feature = "tls")]
+    ///
+    /// `runtime_dir` is the pool's registry ([`snakepit::PoolConfig::runtime_dir`]): the driver
+    /// first ends the actors of its runs whose owner is dead.
     pub async fn place_on_ray(
         &mut self,
         placement: RayPlacement,
         timeout: Duration,
+        runtime_dir: &Path,
     ) -> Result<(), BoxError> {
         placement.check()?;
         if self.transport != Transport::TcpLoopbackTls {
@@ -247,7 +251,9 @@ impl GrpcPythonAdapter {
             self.tls_domain = identity.domain.clone();
         }
         let spec = ForkServerSpec {
-            kind: ServerKind::RayDriver(placement.driver_args(timeout)),
+            kind: ServerKind::RayDriver(
+                placement.driver_args(timeout, &crate::ray::dead_runs(runtime_dir)),
+            ),
             python: self.environment.python().to_path_buf(),
             python_path: self.python_path.clone(),
             env: self.env.clone(),

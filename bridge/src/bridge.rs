@@ -379,8 +379,12 @@ impl BridgeBuilder {
         #[cfg(feature = "tls")]
         if let Some(placement) = self.ray.clone() {
             let address = placement.address().to_owned();
+            let runtime_dir = config
+                .runtime_dir
+                .clone()
+                .unwrap_or_else(snakepit::registry::default_runtime_dir);
             adapter
-                .place_on_ray(placement, config.startup_timeout)
+                .place_on_ray(placement, config.startup_timeout, &runtime_dir)
                 .await
                 .map_err(|e| BridgeError::Ray {
                     address,

@@ -118,9 +118,15 @@ impl RayPlacement {
         Ok(())
     }
 
-    /// The Ray driver's arguments after `--control`.
+    /// The Ray driver's arguments after `--control`; `dead_runs`: the runs whose actors it ends
+    /// first.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) fn driver_args(&self, start_timeout: Duration) -> Vec<OsString> {
+    pub(crate) fn driver_args(
+        &self,
+        start_timeout: Duration,
+        dead_runs: &[String],
+    ) -> Vec<OsString> {
+        let dead_runs = dead_runs.join(",");
         [
             "--address",
             self.address.trim(),
@@ -130,6 +136,8 @@ impl RayPlacement {
             &self.num_cpus.to_string(),
             "--start-timeout",
             &start_timeout.as_secs_f64().to_string(),
+            "--dead-runs",
+            &dead_runs,
         ]
         .into_iter()
         .map(OsString::from)
@@ -147,6 +155,19 @@ impl From<String> for RayPlacement {
     fn from(address: String) -> Self {
         RayPlacement::new(address)
     }
+}
+
+/// The runs in the pool registry at `runtime_dir` whose owner is dead: their actors may still
+/// live on the cluster (their driver stuck, or its machine cut off), and a new pool's driver ends
+/// them, as a new pool kills the local processes of dead runs.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) fn dead_runs(runtime_dir: &std::path::Path) -> Vec<String> {
+    snakepit::registry::list_runs(runtime_dir)
+        .into_iter()
+        .filter_map(|(_, record)| record)
+        .filter(|record| !snakepit::registry::owner_alive(record))
+        .map(|record| record.run_id)
+        .collect()
 }
 
 /// A TLS identity brought by the user for workers on a real cluster: the certificate (chain) and

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
 MAX_FDS = 3
 READY_LINE = "RAY_DRIVER_READY"
@@ -170,6 +171,24 @@ def _reachable(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def end_dead_runs(ray: Any, runs: list[str]) -> None:
+    """Ends the live actors of ``runs`` (runs whose owner is dead) in this namespace: their
+    driver may still hold their job (stuck, or on a machine cut off from the cluster)."""
+    if not runs:
+        return
+    prefixes = tuple(f"snakepit-{run}-" for run in runs)
+    ended = 0
+    for name in ray.util.list_named_actors():
+        if name.startswith(prefixes):
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+                ended += 1
+            except Exception as exc:  # noqa: BLE001 - gone meanwhile
+                print(f"ray driver: cannot end {name}: {exc}", file=sys.stderr, flush=True)
+    if ended:
+        print(f"ray driver: ended {ended} actors of dead runs", file=sys.stderr, flush=True)
+
+
 def serve(args: argparse.Namespace) -> None:
     parent = os.getppid()
     where = _reachable(args.address)
@@ -193,6 +212,7 @@ def serve(args: argparse.Namespace) -> None:
         logging_level="WARNING",
         configure_logging=False,
     )
+    end_dead_runs(ray, [run for run in args.dead_runs.split(",") if run])
     driver = Driver(args)
     try:
         os.unlink(args.control)
@@ -237,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespace", default="snakepit", help="the Ray namespace of the actors")
     parser.add_argument(
         "--num-cpus", type=float, default=0.0, help="logical CPUs Ray reserves per worker"
+    )
+    parser.add_argument(
+        "--dead-runs", default="", help="runs (comma-separated) whose actors to end first"
     )
     parser.add_argument(
         "--start-timeout", type=float, default=120.0, help="seconds a worker may take to start"

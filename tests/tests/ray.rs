@@ -465,6 +465,40 @@ fn an_owner_killed_leaves_no_actor(cluster: &RayCluster, python: &Path) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    // Actors of a run whose owner is dead but which Ray keeps (here: detached, as a driver on a
+    // machine cut off from the cluster would leave them for a while): a new pool with the same
+    // registry ends them when it starts, as it kills the local processes of dead runs.
+    let dead_owner = {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let dead_run = format!("{dead_owner}-deadbeef-0");
+    let runs = runtime.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::write(
+        runs.join(format!("{dead_run}.json")),
+        serde_json::json!({
+            "run_id": dead_run, "owner_pid": dead_owner, "owner_start_time": null, "workers": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let prefix = format!("snakepit-{dead_run}-");
+    cluster.state(python, &["detached", &format!("{prefix}0.0")]);
+    std::thread::sleep(Duration::from_secs(2)); // the control: it lives on by itself
+    assert_eq!(cluster.alive_actors(python, &prefix).len(), 1);
+    let started = Instant::now();
+    let (mut next, next_run) = start_owner(cluster, runtime.path());
+    cluster.await_alive_actors(python, &prefix, 0);
+    eprintln!(
+        "a new pool ended the actors of a dead run {:?} after it was asked to start",
+        started.elapsed()
+    );
+    support::kill(next.id(), libc::SIGKILL);
+    next.wait().unwrap();
+    cluster.await_alive_actors(python, &format!("snakepit-{next_run}-"), 0);
 }
 
 /// Bad placements fail at once with a typed error; a cluster that is not there fails start-up

@@ -5,6 +5,8 @@
 ``python dspex_ray_state.py ADDRESS dump``: everything the state API (and so the dashboard) shows
 of actors, tasks, jobs, objects, workers, placement groups and nodes, with the actors' logs.
 ``python dspex_ray_state.py ADDRESS kill NAME``: ``ray.kill`` of the actor NAME.
+``python dspex_ray_state.py ADDRESS detached NAME``: starts a detached actor NAME (it outlives
+this script), as the actor of a run whose driver Ray still counts as alive.
 """
 
 import json
@@ -40,10 +42,22 @@ def kill(name: str) -> None:
     print(json.dumps({"killed": name}))
 
 
+@ray.remote(num_cpus=0)
+class Lingering:
+    def ready(self) -> bool:
+        return True
+
+
+def detached(name: str) -> None:
+    actor = Lingering.options(name=name, lifetime="detached").remote()
+    ray.get(actor.ready.remote())
+    print(json.dumps({"started": name}))
+
+
 def main() -> None:
     address, command, *rest = sys.argv[1:]
     ray.init(address=address, namespace="snakepit", log_to_driver=False, logging_level="ERROR")
-    {"alive": alive, "dump": dump, "kill": kill}[command](*rest)
+    {"alive": alive, "dump": dump, "kill": kill, "detached": detached}[command](*rest)
 
 
 if __name__ == "__main__":
