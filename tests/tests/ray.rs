@@ -313,8 +313,14 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
     // The control: with the token, over TLS, it answers.
     raw_ping(channel, Some(&bearer)).await.unwrap();
 
-    // ray.kill of an actor under load: its calls fail with a typed crash, the others finish,
-    // and the pool starts a replacement on the cluster.
+    // ray.kill of an actor under load: its calls fail with a typed crash, the others finish, the
+    // session bound to it is lost, and the pool starts a replacement on the cluster.
+    let session = bridge.create_session().await.unwrap();
+    let slot = bridge
+        .pool()
+        .session_worker(session.id())
+        .expect("the session's worker")
+        .slot;
     // An LM that waits 8 s on DSPy's async path (the worker keeps answering health checks).
     let slow = Arc::new(dspex::CallOptions::default().lm(support::faulty_lm(
         support::numbered_answers(8),
@@ -336,7 +342,7 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         .await,
         "8 calls in flight"
     );
-    let victim = format!("{prefix}0.0");
+    let victim = format!("{prefix}{slot}.0");
     let killed_at = Instant::now();
     cluster.state(python, &["kill", &victim]);
     let mut crashed = 0;
@@ -355,8 +361,8 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
             }
             Err(Error::Bridge(BridgeError::Pool(PoolError::WorkerCrashed { worker, exit }))) => {
                 assert_eq!(
-                    worker.slot, 0,
-                    "only slot 0's calls fail: {worker} {exit:?}"
+                    worker.slot, slot,
+                    "only the killed slot's calls fail: {worker} {exit:?}"
                 );
                 assert!(
                     exit.signal() == Some(9),
@@ -375,7 +381,15 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         crashed >= 1 && answered >= 1,
         "{crashed} crashed, {answered} answered"
     );
-    let replaced = cluster.await_alive_actors(python, &format!("{prefix}0.1"), 1);
+    let lost = session
+        .call_tool("secret_digest", args([("name", SECRET_NAME)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(lost, BridgeError::Pool(PoolError::SessionWorkerLost { .. })),
+        "the session went with its worker: {lost:?}"
+    );
+    let replaced = cluster.await_alive_actors(python, &format!("{prefix}{slot}.1"), 1);
     assert!(
         eventually(Duration::from_secs(60), || bridge
             .pool()
