@@ -189,6 +189,15 @@ def end_dead_runs(ray: Any, runs: list[str]) -> None:
         print(f"ray driver: ended {ended} actors of dead runs", file=sys.stderr, flush=True)
 
 
+def _python_path(client: bool) -> str:
+    """The workers' ``PYTHONPATH``: this machine's (the package, the pool's modules; paths that do
+    not exist on a node are skipped by Python), before the node's own. Through Ray Client the
+    node's own cannot be referred to (``${PYTHONPATH}`` makes the client's server fail to start),
+    so nodes reached that way find the package through site-packages (``deploy/``)."""
+    own = os.environ.get("PYTHONPATH", "")
+    return own if client else f"{own}:${{PYTHONPATH}}"
+
+
 def serve(args: argparse.Namespace) -> None:
     parent = os.getppid()
     where = _reachable(args.address)
@@ -204,10 +213,7 @@ def serve(args: argparse.Namespace) -> None:
         address=args.address,
         namespace=args.namespace,
         **local,
-        # Before the node's own path: paths that do not exist there are skipped by Python.
-        runtime_env={
-            "env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "") + ":${PYTHONPATH}"}
-        },
+        runtime_env={"env_vars": {"PYTHONPATH": _python_path(client)}},
         log_to_driver=True,
         logging_level="WARNING",
         configure_logging=False,

@@ -50,6 +50,8 @@ pub struct RayCluster {
     head: Child,
     /// The cluster's address (`127.0.0.1:PORT`), for `ray.init` and `RayPlacement`.
     pub address: String,
+    /// Its Ray Client address (`ray://127.0.0.1:PORT`).
+    pub client_address: String,
     temp_dir: tempfile::TempDir,
 }
 
@@ -64,10 +66,12 @@ impl RayCluster {
             .tempdir_in("/tmp")
             .unwrap();
         let port = free_port();
+        let client_port = free_port();
         let head = Command::new(&ray)
             .args(["start", "--head", "--block", "--disable-usage-stats"])
             .args(["--node-ip-address", "127.0.0.1"])
             .args(["--port", &port.to_string()])
+            .args(["--ray-client-server-port", &client_port.to_string()])
             .args(["--num-cpus", "2"])
             .args([
                 "--include-dashboard",
@@ -86,6 +90,7 @@ impl RayCluster {
         RayCluster {
             head,
             address: format!("127.0.0.1:{port}"),
+            client_address: format!("ray://127.0.0.1:{client_port}"),
             temp_dir,
         }
     }

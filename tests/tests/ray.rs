@@ -515,6 +515,22 @@ fn an_owner_killed_leaves_no_actor(cluster: &RayCluster, python: &Path) {
     cluster.await_alive_actors(python, &format!("snakepit-{next_run}-"), 0);
 }
 
+/// Through Ray Client (`ray://`, as a service outside the cluster connects): a worker serves a
+/// typed prediction, and shutdown ends its actor.
+async fn a_pool_through_ray_client(cluster: &RayCluster, python: &Path) {
+    let dspex = support::example_lm_builder(rule_lm(0), 1)
+        .ray(cluster.client_address.as_str())
+        .start()
+        .await
+        .expect("a worker through Ray Client");
+    let answer = Predict::<QA>::new(&dspex).call(ask(7)).await.unwrap();
+    assert_eq!(answer.answer, "a7");
+    let prefix = format!("snakepit-{}-", dspex.bridge().pool().run_id());
+    assert_eq!(cluster.alive_actors(python, &prefix).len(), 1);
+    dspex.shutdown().await.unwrap();
+    cluster.await_alive_actors(python, &prefix, 0);
+}
+
 /// Bad placements fail at once with a typed error; a cluster that is not there fails start-up
 /// with the driver's reason, leaving nothing behind.
 async fn bad_placements_fail_typed() {
@@ -567,6 +583,7 @@ fn workers_on_a_local_ray_cluster_are_served_supervised_and_leave_nothing_behind
     assert_eq!(answer["pids"].as_array().unwrap().len(), 4, "{answer}");
     run(a_pool_on_ray(&cluster, python));
     an_owner_killed_leaves_no_actor(&cluster, python);
+    run(a_pool_through_ray_client(&cluster, python));
     run(bad_placements_fail_typed());
 
     let needle = cluster.session_dir().to_string_lossy().into_owned();

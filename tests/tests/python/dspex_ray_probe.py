@@ -16,6 +16,8 @@ class Probe:
 
 
 def main() -> None:
+    # The state API finds the cluster by RAY_ADDRESS, not by what it sees in /tmp/ray.
+    os.environ["RAY_ADDRESS"] = sys.argv[1]
     ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
     actors = [Probe.remote() for _ in range(int(sys.argv[2]))]
     pids = ray.get([a.pid.remote() for a in actors])

@@ -10,6 +10,7 @@ this script), as the actor of a run whose driver Ray still counts as alive.
 """
 
 import json
+import os
 import sys
 
 import ray
@@ -56,6 +57,9 @@ def detached(name: str) -> None:
 
 def main() -> None:
     address, command, *rest = sys.argv[1:]
+    # The state API finds its cluster by this, not by the clusters it sees in /tmp/ray (another
+    # test's, in another network namespace, may be there too).
+    os.environ["RAY_ADDRESS"] = address
     ray.init(address=address, namespace="snakepit", log_to_driver=False, logging_level="ERROR")
     {"alive": alive, "dump": dump, "kill": kill, "detached": detached}[command](*rest)
 
