@@ -407,6 +407,53 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         "the pool serves again"
     );
 
+    // The Ray driver SIGKILLed: Ray ends its job's actors, the bridge starts a new driver, and
+    // the pool replaces every worker through it.
+    let first_driver = bridge
+        .pool()
+        .adapter()
+        .ray_driver_pid()
+        .expect("a Ray driver");
+    let generations: Vec<u64> = bridge
+        .pool()
+        .workers()
+        .iter()
+        .map(|w| w.id.generation)
+        .collect();
+    let killed_at = Instant::now();
+    support::kill(first_driver, libc::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let workers = bridge.pool().workers();
+            bridge
+                .pool()
+                .adapter()
+                .ray_driver_pid()
+                .is_some_and(|pid| pid != first_driver)
+                && workers
+                    .iter()
+                    .zip(&generations)
+                    .all(|(w, before)| w.ready && w.id.generation > *before)
+        })
+        .await,
+        "every worker replaced through a new driver: {:?}",
+        bridge.pool().workers()
+    );
+    eprintln!(
+        "Ray driver SIGKILLed: 4 workers replaced through a new driver after {:?}",
+        killed_at.elapsed()
+    );
+    let again = futures_util::future::join_all((0..8).map(|i| qa.call(ask(i)))).await;
+    assert!(
+        again.into_iter().all(|a| a.is_ok()),
+        "the pool serves again"
+    );
+    assert_eq!(
+        cluster.alive_actors(python, &prefix).len(),
+        4,
+        "the first driver's actors ended"
+    );
+
     // Graceful shutdown ends every actor of the run, and the driver.
     let driver = bridge
         .pool()
