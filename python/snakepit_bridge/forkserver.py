@@ -29,7 +29,8 @@ import threading
 MAX_FDS = 3
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child (before exec, or after fork): SIGKILL when the parent dies."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -58,7 +59,7 @@ def _run_child(
                 os.close(fd)
             except OSError:
                 pass
-        _die_with_parent()
+        die_with_parent()
         stdout, stderr, lifeline = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

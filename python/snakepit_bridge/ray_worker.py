@@ -18,26 +18,17 @@ parent). ``wait`` returns when the server exits, with its wait status; the Ray d
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from typing import Any
 
+from snakepit_bridge.forkserver import die_with_parent
+
 READY_PREFIX = "SNAKEPIT_READY "
-
-
-def _die_with_parent() -> None:
-    """In the server, before exec: SIGKILL when the actor's process dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def wait_status(returncode: int) -> int:
@@ -77,7 +68,7 @@ class WorkerActor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 text=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             address = None
             assert self._process.stdout is not None

@@ -264,14 +264,8 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
         .and_then(|a| a.strip_prefix("tcp:"))
         .expect("a fast path on TCP")
         .to_owned();
-    fast_path_refuses_strangers(
-        &fast,
-        &std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap(),
-        std::fs::read_to_string(bridge.pool().adapter().socket_dir().join("token"))
-            .unwrap()
-            .trim(),
-    )
-    .await;
+    let cert = std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap();
+    fast_path_refuses_strangers(&fast, &cert, token.trim()).await;
     // max_memory recycling reads the worker's own memory, which its ping reports.
     let pid = checkout.connection().pid();
     let reported = bridge
@@ -297,17 +291,7 @@ async fn a_pool_on_ray(cluster: &RayCluster, python: &Path) {
             "plaintext with the token is refused"
         );
     }
-    let cert = std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap();
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(cert))
-        .domain_name("localhost");
-    let channel = tonic::transport::Endpoint::try_from(format!("https://{host_port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = support::tls_channel(&host_port, &cert).await;
     let refused = raw_ping(channel.clone(), None).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
     // The control: with the token, over TLS, it answers.

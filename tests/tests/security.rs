@@ -217,16 +217,7 @@ fn tcp_with_tls_works_and_refuses_plaintext() {
         }
         // TLS that trusts the run's certificate, with the token: answered; without: refused.
         let cert = std::fs::read(bridge.pool().adapter().socket_dir().join("tls.crt")).unwrap();
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(cert))
-            .domain_name("localhost");
-        let channel = tonic::transport::Endpoint::try_from(format!("https://{port}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = support::tls_channel(&port, &cert).await;
         assert_unauthenticated(raw_ping(channel.clone(), None).await, "TLS without token");
         raw_ping(channel, Some(&token)).await.unwrap();
         // A client that does not trust the certificate cannot connect.

@@ -227,3 +227,18 @@ pub async fn raw_ping(
         .await
         .map(drop)
 }
+
+/// A TLS gRPC channel to `host_port` that trusts exactly `ca_pem`, for the name `localhost` (the
+/// run's self-signed certificate).
+pub async fn tls_channel(host_port: &str, ca_pem: &[u8]) -> tonic::transport::Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    tonic::transport::Endpoint::try_from(format!("https://{host_port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
