@@ -209,15 +209,26 @@ def serve(args: argparse.Namespace) -> None:
         # A cluster on loopback: this node's address is loopback too (Ray would otherwise learn
         # it by routing towards a public address).
         local["_node_ip_address"] = "127.0.0.1"
-    ray.init(
-        address=args.address,
-        namespace=args.namespace,
-        **local,
-        runtime_env={"env_vars": {"PYTHONPATH": _python_path(client)}},
-        log_to_driver=True,
-        logging_level="WARNING",
-        configure_logging=False,
-    )
+    # Ray Client's server for this job sometimes fails to start on the first try (seen under
+    # load): try it a few times before giving up.
+    for attempt in range(1, 4):
+        try:
+            ray.init(
+                address=args.address,
+                namespace=args.namespace,
+                **local,
+                runtime_env={"env_vars": {"PYTHONPATH": _python_path(client)}},
+                log_to_driver=True,
+                logging_level="WARNING",
+                configure_logging=False,
+            )
+            break
+        except ConnectionError as exc:
+            if not client or attempt == 3:
+                raise
+            print(f"ray driver: Ray Client did not connect ({exc}); trying again",
+                  file=sys.stderr, flush=True)
+            ray.shutdown()
     end_dead_runs(ray, [run for run in args.dead_runs.split(",") if run])
     driver = Driver(args)
     try:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from conftest import scratch_dir
@@ -92,6 +93,15 @@ def test_a_new_driver_ends_only_the_actors_of_dead_runs(capsys):
     assert len(ray.killed) == 2
 
 
+def _catches(pid, signum):
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def test_the_shim_of_a_remote_worker_sends_its_signals_on_and_exits_as_told():
     """A fake driver answers ``remote 7``: the shim must not signal a local pid 7, but send
     ``signal 15`` on the connection, then exit with the status the driver reports."""
@@ -122,6 +132,11 @@ def test_the_shim_of_a_remote_worker_sends_its_signals_on_and_exits_as_told():
     )
     try:
         assert shim.stdout.readline().strip() == "SNAKEPIT_READY tcp:10.0.0.5:4000"
+        # Once the shim catches SIGTERM (it sets its handler after reading `remote 7`).
+        deadline = time.monotonic() + 30
+        while not _catches(shim.pid, signal.SIGTERM):
+            assert time.monotonic() < deadline, "the shim never set its SIGTERM handler"
+            time.sleep(0.01)
         shim.send_signal(signal.SIGTERM)
         assert shim.wait(timeout=30) == 3, shim.stderr.read()
     finally:
